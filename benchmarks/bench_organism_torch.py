@@ -14,7 +14,8 @@ compared), clipped to global norm 1.
   from ``fold_in(run key, step)``).
 - PyTorch: ``Qwen2_5_VLForConditionalGeneration`` opened from the checkpoint ``training.save`` writes of those
   initial parameters, trained as a PyTorch user writes it (:class:`TorchOrganism`): ``direct`` is one forward
-  pass of the prompt and the answer with ``labels`` (the model's own loss); ``latent`` reads the prompt with its
+  pass of the prompt and the answer, the cross-entropy of the logits that predict the answer's tokens (not
+  ``labels=``: the model's own loss casts the logits to float32, which the float64 reference below must not); ``latent`` reads the prompt with its
   image once (the model's forward pass, ``use_cache``), feeds the start token, then ``L`` times the text model's
   last state (its ``last_hidden_state``, the final norm's output) as ``inputs_embeds`` of the next one-token step
   on the same key/value cache, then the end token and the answer's first token in one chunk; the loss is the
@@ -64,6 +65,9 @@ parser.add_argument("--steps", type=int, default=50)
 parser.add_argument("--warmup", type=int, default=10)
 parser.add_argument("--threads", type=int, default=1)
 parser.add_argument("--n-train", type=int, default=1024, help="instances in the training pool")
+parser.add_argument(
+    "--no-float64", dest="float64", action="store_false", help="skip the float64 PyTorch run (the rounding reference)"
+)
 parser.add_argument("--out", default=None, help="write table.md, curves.csv and results.json here")
 args = parser.parse_args()
 
@@ -142,12 +146,14 @@ class TorchOrganism:
       recipe: ``"latent"`` or ``"direct"``.
       pool: the training :class:`tokdyn.models.organism.training.Pool` (its arrays read once, to the host).
       hparams: the :class:`tokdyn.models.organism.training.Hparams` (learning rate, weight decay).
+      dtype: the weights', the images' and the loss's dtype (``torch.float64``: the reference of float32
+        rounding).
     """
 
-    def __init__(self, directory, cfg, recipe: str, pool, hparams):
+    def __init__(self, directory, cfg, recipe: str, pool, hparams, dtype=torch.float32):
         from transformers import Qwen2_5_VLForConditionalGeneration
 
-        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(directory, dtype=torch.float32)
+        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(directory, dtype=dtype)
         self.model.train()
         self.recipe, self.cfg = recipe, cfg
         self.n_latents = cfg.n_latents
@@ -156,7 +162,7 @@ class TorchOrganism:
         self.image_token = self.model.config.image_token_id
         self.ids = torch.from_numpy(np.array(pool.ids, np.int64))
         self.mask = torch.from_numpy(np.array(pool.mask, np.int64))
-        self.pixels = torch.from_numpy(np.array(pool.pixels, np.float32))  # (N, patches, patch_dim)
+        self.pixels = torch.from_numpy(np.array(pool.pixels, np.float32)).to(dtype)  # (N, patches, patch_dim)
         self.answer = torch.from_numpy(np.array(pool.answer, np.int64))  # (N, 2)
         g = cfg.tasks.image_size // 14
         self.grid_row = torch.tensor([[1, g, g]])
@@ -197,18 +203,18 @@ class TorchOrganism:
         """The mean cross-entropy of the answer's tokens on the batch ``b`` (:meth:`batch`)."""
         model = self.model
         ids, mask, answer = b["ids"], b["mask"], b["answer"]
-        if self.recipe == "direct":  # the prompt and the answer in one pass; the model's own shifted loss
+        ce = torch.nn.functional.cross_entropy
+        if self.recipe == "direct":  # the prompt and the answer in one pass
             full = torch.cat([ids, answer], 1)
-            labels = torch.cat([torch.full_like(ids, -100), answer], 1)
-            out = model(
+            t, k = ids.shape[1], answer.shape[1]
+            logits = model(
                 input_ids=full,
                 attention_mask=torch.cat([mask, torch.ones_like(answer)], 1),
                 pixel_values=b["pixels"],
                 image_grid_thw=b["grid"],
                 mm_token_type_ids=(full == self.image_token).to(torch.int32),
-                labels=labels,
-            )
-            return out.loss
+            ).logits[:, t - 1 : t + k - 1]  # the prompt's last token and the answer's predict the answer
+            return ce(logits.reshape(-1, logits.shape[-1]), answer.reshape(-1))
         pos, nxt = self.positions(b)
         out = model.model(
             input_ids=ids,
@@ -244,8 +250,8 @@ class TorchOrganism:
         if not self.checked:  # once: the cache held the prompt and every step fed
             loop.Reference.check_cache(cache, keep.shape[1])
             self.checked = True
-        logits = model.lm_head(h).float()
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), answer.reshape(-1))
+        logits = model.lm_head(h)
+        return ce(logits.reshape(-1, logits.shape[-1]), answer.reshape(-1))
 
     def step(self, index):
         """One optimiser step on the pool's instances ``index``: ``(loss, global gradient norm before clipping)``."""
@@ -325,6 +331,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         organism.save(Path(tmp) / "organism", cfg, args.recipe, state.params)
         peer = TorchOrganism(Path(tmp) / "organism", cfg, args.recipe, pool, hp)
+        exact = (
+            TorchOrganism(Path(tmp) / "organism", cfg, args.recipe, pool, hp, torch.float64) if args.float64 else None
+        )
     n_params = sum(p.numel() for p in peer.params)
     n_ours = sum(int(np.size(a)) for a in jax.tree_util.tree_leaves(state.params))
     if n_params != n_ours:
@@ -361,6 +370,11 @@ def main():
             flush=True,
         )
     skipped = int(state.skipped)
+    for t in range(args.steps if exact is not None else 0):  # not timed: how far float32 rounding carries each side
+        loss64 = exact.step(indices[t])[0]
+        rows[t]["float64_loss"] = loss64
+        for side in ("tokdyn", "torch"):
+            rows[t][f"{side}_rel_float64"] = abs(rows[t][f"{side}_loss"] - loss64) / abs(loss64)
     warm = rows[1:]
     med = {side: float(np.median([r[f"{side}_s"] for r in warm])) for side in ("tokdyn", "torch")}
     worst = max(rows, key=lambda r: r["rel_diff"])
@@ -375,6 +389,10 @@ def main():
         "loss_max_rel_diff_step": worst["step"],
         "loss_rel_diff_step0": rows[0]["rel_diff"],
         "grad_norm_max_rel_diff": max(r["grad_norm_rel_diff"] for r in rows),
+        **{
+            f"{side}_max_rel_float64": max(r[f"{side}_rel_float64"] for r in rows) if exact is not None else None
+            for side in ("tokdyn", "torch")
+        },
         "first_step_s": {"tokdyn": rows[0]["tokdyn_s"], "torch": rows[0]["torch_s"]},
         "median_step_s": med,
         "speedup": med["torch"] / med["tokdyn"],
@@ -407,6 +425,11 @@ def main():
         f"{rows[0]['rel_diff']:.2e}; gradient norms to {result['grad_norm_max_rel_diff']:.2e}; tokdyn skipped "
         f"{skipped} steps",
     ]
+    if exact is not None:
+        lines.append(
+            f"from PyTorch's float64 run of the same steps: tokdyn's losses to {result['tokdyn_max_rel_float64']:.2e}, "
+            f"PyTorch's float32 to {result['torch_max_rel_float64']:.2e} (largest, relative)"
+        )
     text = "\n".join(lines)
     print("\n" + text)
     if args.out:

@@ -145,7 +145,8 @@ class TorchOrganism:
       cfg: the organism's :class:`tokdyn.models.organism.training.Config` (its ``train`` the schedule).
       recipe: ``"latent"`` or ``"direct"``.
       pool: the training :class:`tokdyn.models.organism.training.Pool` (its arrays read once, to the host).
-      hparams: the :class:`tokdyn.models.organism.training.Hparams` (learning rate, weight decay).
+      hparams: the :class:`tokdyn.models.organism.training.Hparams` (learning rate, weight decay, the start
+        marker's weight).
       dtype: the weights', the images' and the loss's dtype (``torch.float64``: the reference of float32
         rounding).
     """
@@ -157,6 +158,7 @@ class TorchOrganism:
         self.model.train()
         self.recipe, self.cfg = recipe, cfg
         self.n_latents = cfg.n_latents
+        self.start_weight = float(hparams.start_weight)
         mode = organism.latent_mode(cfg)
         self.start, self.end = mode.start, mode.end
         self.image_token = self.model.config.image_token_id
@@ -200,7 +202,8 @@ class TorchOrganism:
         return pos, pos.amax(dim=(0, 2)) + 1
 
     def loss(self, b):
-        """The mean cross-entropy of the answer's tokens on the batch ``b`` (:meth:`batch`)."""
+        """The mean cross-entropy of the answer's tokens on the batch ``b`` (:meth:`batch`), plus, with latents, the
+        start marker's after the prompt (weight ``start_weight``, the organism's ``Hparams.start_weight``)."""
         model = self.model
         ids, mask, answer = b["ids"], b["mask"], b["answer"]
         ce = torch.nn.functional.cross_entropy
@@ -251,7 +254,10 @@ class TorchOrganism:
             loop.Reference.check_cache(cache, keep.shape[1])
             self.checked = True
         logits = model.lm_head(h)
-        return ce(logits.reshape(-1, logits.shape[-1]), answer.reshape(-1))
+        # the prompt's last state predicts the start marker (the recipe trains the model to open its block)
+        opening = model.lm_head(out.last_hidden_state[:, -1])
+        start = ce(opening, torch.full((rows,), self.start))
+        return ce(logits.reshape(-1, logits.shape[-1]), answer.reshape(-1)) + self.start_weight * start
 
     def step(self, index):
         """One optimiser step on the pool's instances ``index``: ``(loss, global gradient norm before clipping)``."""

@@ -180,14 +180,20 @@ def resident_bytes():
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _module_caches():
+def _module_caches(request):
     """JAX's in-memory caches are cleared when a module ends once the process holds more than
-    ``KEEP_BYTES`` (or where its memory cannot be read): a worker then keeps only the executables of
-    the module it runs, and a program that a later module compiles again comes from the session's
-    persistent cache."""
+    ``KEEP_BYTES`` (or where its memory cannot be read), and after a module whose tests patch anything
+    (``monkeypatch``: a program traced through a patched function must not serve the next module): a
+    worker then keeps only the executables of the module it runs, and a program that a later module
+    compiles again comes from the session's persistent cache."""
     yield
     held = resident_bytes()
-    if held is None or held > KEEP_BYTES:
+    patched = any(
+        "monkeypatch" in item.fixturenames
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module
+    )
+    if held is None or held > KEEP_BYTES or patched:
         jax.clear_caches()
 
 

@@ -163,8 +163,9 @@ def _session_compilation_cache(config):
 # A test process keeps the programs it compiled from one test module to the next while it holds less
 # memory than this: a later module that runs the same program (a tiny checkpoint's forward pass, a
 # task's draws, the same eager operations on the same shapes) takes it from memory instead of
-# tracing, lowering and compiling it again (eight of the VLM modules in one process: 83.7 -> 65.3
-# CPU-s, 1,054 -> 684 compiles, at most 1.6 GB held). TOKDYN_TEST_KEEP_BYTES sets it; 0 clears the
+# tracing, lowering and compiling it again (eight of the VLM modules in one process: 1,054 -> 781
+# compiles, 73-84 -> 52 CPU-s on a loaded machine, at most 1.2 GB held; the logs are in
+# benchmarks/runs/cpu-2026-11-28-suite-trim-87c0e58/). TOKDYN_TEST_KEEP_BYTES sets it; 0 clears the
 # caches after every module.
 KEEP_BYTES = int(os.environ.get("TOKDYN_TEST_KEEP_BYTES", 2 << 30))
 

@@ -59,7 +59,7 @@ def test_latent_generation_equals_reference_loop(model, ref):
     assert (ref["n_blocks"] >= 2).all() and (ref["margins"] > 1e-3).all()
     mode = vlm.LatentMode(START, END, PAD, SIZE)  # strings, resolved through the checkpoint's tokenizer
     args = (ref["ids"], ref["pixels"], ref["grid"], ref["mask"])
-    before = generation.run._cache_size()
+    generation.run.clear_cache()  # (another module may have compiled this program in this process)
     got = model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode)
     np.testing.assert_array_equal(got.tokens, ref["tokens"])
     np.testing.assert_array_equal(got.n_blocks, ref["n_blocks"])
@@ -70,7 +70,7 @@ def test_latent_generation_equals_reference_loop(model, ref):
     )
     np.testing.assert_array_equal(pre.tokens, ref["prenorm_tokens"])
     assert_latents_close(pre.latents, ref["prenorm_latents"])
-    assert generation.run._cache_size() == before + 1
+    assert generation.run._cache_size() == 1
 
 
 DROPS = ("drop_markers", "drop_slots", "drop_block")

@@ -215,5 +215,5 @@ def test_the_organism_training_page_runs_as_written(tmp_path, monkeypatch, capsy
     code = "\n".join(b for b in blocks if "transformers" not in b or opens)
     exec(compile(code, "organism-training.md", "exec"), {"__name__": "__page__"})  # noqa: S102
     out = capsys.readouterr().out
-    assert "(2, 2) ['align', 'answer_acc', 'answer_ce', 'grad_norm', 'loss']" in out
+    assert "(2, 2) ['align', 'answer_acc', 'answer_ce', 'grad_norm', 'loss', 'start_ce']" in out
     assert "latent_mode.json" in out and "model.safetensors" in out

@@ -143,6 +143,7 @@ def test_the_losses_are_their_closed_forms(setup):
     edges = [round(p * i / SIZE) for i in range(SIZE + 1)]
     g = np.stack([helper[:, a : max(b, a + 1)].mean(1) for a, b in zip(edges[:-1], edges[1:])], 1)
     assert float(lvr["align"]) == pytest.approx(((lat - g) ** 2).mean(), rel=1e-4)
+
     # one's own alignment: a callable of (layout, params, batch, forward), its value added with its weight
     def norm(lay_, params, batch_, out_):
         return jnp.mean(out_.latents.astype(jnp.float32) ** 2)

@@ -160,42 +160,13 @@ def _session_compilation_cache(config):
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
 
 
-# A test process keeps the programs it compiled from one test module to the next while it holds less
-# memory than this: a later module that runs the same program (a tiny checkpoint's forward pass, a
-# task's draws, the same eager operations on the same shapes) takes it from memory instead of
-# tracing, lowering and compiling it again (eight of the VLM modules in one process: 1,054 -> 781
-# compiles, 73-84 -> 52 CPU-s on a loaded machine, at most 1.2 GB held; the logs are in
-# benchmarks/runs/cpu-2026-11-28-suite-trim-87c0e58/). TOKDYN_TEST_KEEP_BYTES sets it; 0 clears the
-# caches after every module.
-KEEP_BYTES = int(os.environ.get("TOKDYN_TEST_KEEP_BYTES", 2 << 30))
-
-
-def resident_bytes():
-    """The memory this process holds now (its resident set, from ``/proc/self/statm``), or None where
-    the system does not say."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
-
-
 @pytest.fixture(autouse=True, scope="module")
-def _module_caches(request):
-    """JAX's in-memory caches are cleared when a module ends once the process holds more than
-    ``KEEP_BYTES`` (or where its memory cannot be read), and after a module whose tests patch anything
-    (``monkeypatch``: a program traced through a patched function must not serve the next module): a
-    worker then keeps only the executables of the module it runs, and a program that a later module
-    compiles again comes from the session's persistent cache."""
+def _module_caches():
+    """JAX's in-memory caches are cleared when a module ends: a worker keeps only the executables of
+    the module it runs (a program that a later module compiles again comes from the session's
+    persistent cache)."""
     yield
-    held = resident_bytes()
-    patched = any(
-        "monkeypatch" in item.fixturenames
-        for item in request.session.items
-        if getattr(item, "module", None) is request.module
-    )
-    if held is None or held > KEEP_BYTES or patched:
-        jax.clear_caches()
+    jax.clear_caches()
 
 
 def compilation_cache_dir() -> str:

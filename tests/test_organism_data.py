@@ -218,6 +218,9 @@ def test_the_same_key_draws_the_same_instances(batch):
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b[4:7]), later, batch)
     other = jax.tree.map(np.asarray, tasks.generate(jax.random.key(4), 3, CFG))
     assert not np.array_equal(other.task.image, batch.task.image[:3])
+    # inside a transformation: one vmapped draw of n, the same instances as the blocks drawn from Python
+    traced = jax.jit(lambda k: tasks.generate(k, 3, CFG, offset=4))(key)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), b), traced, later)
 
 
 def test_the_jsonl_instances_are_read_by_the_study(tmp_path, items):

@@ -355,7 +355,8 @@ def _check_generate(key, n, cfg, offset):
         _checks.positive_int("offset", offset, minimum=0)
 
 
-_BLOCK = 256  # instances per compiled call of generate outside a transformation
+BLOCK = 256
+"""Instances per compiled call of :func:`generate` outside a transformation."""
 
 
 @functools.partial(jax.jit, static_argnames=("n", "cfg"))
@@ -387,7 +388,7 @@ def generate(key, n: int, cfg: Config = Config(), *, offset=0) -> Instance:
     _check_generate(key, n, cfg, offset)
     if isinstance(key, jax.core.Tracer) or isinstance(offset, jax.core.Tracer):
         return _draw(key, n, cfg, offset)
-    blocks = [_draw(key, _BLOCK, cfg, offset + s) for s in range(0, n, _BLOCK)]
+    blocks = [_draw(key, BLOCK, cfg, offset + s) for s in range(0, n, BLOCK)]
     return jax.tree.map(lambda *a: jnp.asarray(np.concatenate([np.asarray(x) for x in a])[:n]), *blocks)
 
 

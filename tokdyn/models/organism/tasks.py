@@ -292,10 +292,22 @@ def generate(key, n: int, cfg: Config = Config(), *, offset=0) -> Instance:
 
     Returns:
       An :class:`Instance` batch with leading axis n.
+
+    Called from Python, the instances are drawn in blocks (:data:`tokdyn.models.latent.tasks.BLOCK`) by one
+    compiled program per configuration, whatever ``n`` and ``offset``, as the tasks are; inside a
+    transformation, by one vmapped computation of ``n`` instances. Both give the same instances.
     """
     _check(cfg)
-    tasks = latent_tasks.generate(key, n, cfg.task, offset=offset)
-    return _options_of(key, tasks, offset + jnp.arange(n), cfg)
+    if isinstance(key, jax.core.Tracer) or isinstance(offset, jax.core.Tracer):
+        tasks = latent_tasks.generate(key, n, cfg.task, offset=offset)
+        return _options_of(key, tasks, offset + jnp.arange(n), cfg)
+    size = latent_tasks.BLOCK
+    blocks = []
+    for start in range(0, n, size):
+        first = offset + start
+        tasks = latent_tasks.generate(key, size, cfg.task, offset=first)
+        blocks.append(_options_of(key, tasks, first + jnp.arange(size), cfg))
+    return jax.tree.map(lambda *a: jnp.asarray(np.concatenate([np.asarray(x) for x in a])[:n]), *blocks)
 
 
 def render(grid, cfg: Config = Config()):

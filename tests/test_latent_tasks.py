@@ -131,6 +131,20 @@ def test_sample_is_vmappable_over_traced_families(batch):
     one = jax.jit(lambda k: tasks.sample(k, "gravity", CFG))(jax.random.fold_in(jax.random.key(7), 7))
     for f in dataclasses.fields(tasks.Instance):  # a concrete family: the same instance
         np.testing.assert_array_equal(getattr(batch, f.name)[7], np.asarray(getattr(one, f.name)), err_msg=f.name)
+    # a configuration of some families compiles only theirs (slot i % 2 of ("path", "gravity")): the same
+    # instances as sample draws of each family, in one program
+    two = dataclasses.replace(CFG, families=("path", "gravity"))
+    key = jax.random.key(3)
+    got, p, g = jax.jit(
+        lambda k: (
+            tasks.generate(k, 2, two),
+            tasks.sample(jax.random.fold_in(k, 0), "path", two),
+            tasks.sample(jax.random.fold_in(k, 1), "gravity", two),
+        )
+    )(key)
+    for f in dataclasses.fields(tasks.Instance):
+        for i, want in enumerate((p, g)):
+            np.testing.assert_array_equal(getattr(got, f.name)[i], getattr(want, f.name), err_msg=f.name)
     # Instance: a frozen dataclass pytree (fields in declaration order)
     assert [f.name for f in dataclasses.fields(tasks.Instance)] == [
         "image",

@@ -321,6 +321,12 @@ def sample(key, family, cfg: Config = Config()) -> Instance:
         raise ValueError(
             f"family must be a name in {list(FAMILIES)} or an index 0..{len(FAMILIES) - 1}, got {family!r}"
         )
+    return _sample_among(key, family, tuple(range(len(FAMILIES))), cfg)
+
+
+def _sample_among(key, slot, families: tuple, cfg: Config) -> Instance:
+    """One instance of family ``families[slot]`` (``slot`` may be traced): a switch over those families'
+    generators only (one branch: none), so a program that draws a few families compiles only theirs."""
     v = cfg.vocab
 
     def branch(gen):
@@ -331,10 +337,14 @@ def sample(key, family, cfg: Config = Config()) -> Instance:
 
         return f
 
-    image, q, answer, helper, caption = jax.lax.switch(
-        jnp.asarray(family, jnp.int32), [branch(g) for g in _GENERATORS], key
-    )
-    return Instance(image, q, answer, helper, caption, jnp.asarray(family, jnp.int32))
+    branches = [branch(_GENERATORS[f]) for f in families]
+    if len(branches) == 1:
+        out = branches[0](key)
+    else:
+        out = jax.lax.switch(jnp.asarray(slot, jnp.int32), branches, key)
+    image, q, answer, helper, caption = out
+    family = jnp.asarray(families, jnp.int32)[slot]
+    return Instance(image, q, answer, helper, caption, family)
 
 
 def _families(families) -> tuple[int, ...]:
@@ -361,9 +371,9 @@ BLOCK = 256
 
 @functools.partial(jax.jit, static_argnames=("n", "cfg"))
 def _draw(key, n: int, cfg: Config, offset):
-    fam = jnp.asarray(_families(cfg.families), jnp.int32)
+    fams = _families(cfg.families)
     idx = offset + jnp.arange(n)
-    return jax.vmap(lambda i: sample(jax.random.fold_in(key, i), fam[i % fam.shape[0]], cfg))(idx)
+    return jax.vmap(lambda i: _sample_among(jax.random.fold_in(key, i), i % len(fams), fams, cfg))(idx)
 
 
 def generate(key, n: int, cfg: Config = Config(), *, offset=0) -> Instance:

@@ -403,18 +403,9 @@ def mediation_flops(mcfg, scfg, sh: Shapes | None = None) -> float:
     ``forward_flops`` and ``vision_flops`` at the model's sizes)."""
     from tokdyn.studies.vlm_diagnostics.config import LATENT_KINDS, forward_flops, vision_flops
 
+    from tokdyn.models.blocks import fields
+
     sh = shapes(mcfg, scfg) if sh is None else sh
-    t, v = mcfg.text, mcfg.vision
-    z = dict(
-        layers=t.num_hidden_layers,
-        heads=t.num_attention_heads,
-        kv=t.num_key_value_heads,
-        width=t.hidden_size,
-        ffn=t.intermediate_size,
-        vocab=t.vocab_size,
-        v_depth=v.depth,
-        v_width=v.hidden_size,
-        v_ffn=v.intermediate_size,
-    )
+    z = fields.sizes(mcfg)
     rows = sh.batch * (1 + len(LATENT_KINDS) + 3 * sh.perturbations)
     return float(rows * (forward_flops(z, sh.prompt + sh.new_tokens) + vision_flops(z, sh.patches)))

@@ -78,12 +78,56 @@ def test_the_rotary_base_and_initial_scale_reach_the_model():
 
     assert T.model_config(CFG).text.rope_theta == CFG.rope_theta == 2.0
     key = jax.random.key(0)
-    params = T.trainer(CFG, "direct").stages[0][1].init(key, None)
+    params = jax.jit(lambda k: T.trainer(CFG, "direct").stages[0][1].init(k, None))(key)
     w = np.asarray(params["text"]["layers"]["mlp"]["up"]["kernel"])  # 2 x 32 x 48 normal draws
     assert abs(float(w.std()) - CFG.init_scale) < 0.1 * CFG.init_scale
     for field in ("rope_theta", "init_scale"):
         with pytest.raises(ValueError, match=field):
             dataclasses.replace(CFG, **{field: 0.0}).validate()
+
+
+def test_answers_are_the_teacher_forced_letters_scored_per_family():
+    """answer_tokens (chunked, the last chunk padded, vmapped over models) equal the argmax of one unchunked
+    forward pass per model at the answer's first position; option_of maps the options' letters to their index
+    and every other token to -1; accuracy per family and the majority baseline equal NumPy's counts."""
+    from tokdyn.models.organism import evaluation
+    from tokdyn.models.vlm import training as vlm_training
+
+    _, test = T.data(CFG)
+    init = T.trainer(CFG, "latent").stages[0][1].init
+    params = jax.jit(jax.vmap(lambda k: init(k, None)))(jax.random.split(jax.random.key(3), 2))
+    got = T.answer_tokens(CFG, "latent", params, test, chunk=3)  # 8 instances: chunks of 3, 3 and 2 (padded)
+    lay = T.layout(CFG, "latent", 0, test)
+
+    @jax.jit
+    def forward(params, m):  # model m's logits (N, 2, vocab) over the whole test set at once: the letter first
+        one = jax.tree_util.tree_map(lambda x: x[m], params)
+        return vlm_training.forward(lay, one, T.batch_of(CFG, "latent", 0, test, jnp.arange(8))).logits
+
+    for m in range(2):
+        logits = np.asarray(forward(params, m))
+        np.testing.assert_array_equal(got[m], logits[:, 0].argmax(-1))
+    tok = T.tokenizer()
+    ids = [tok.token_to_id(c) for c in "ABCDE"] + [T.pad_id()]
+    np.testing.assert_array_equal(T.option_of(CFG, np.array([ids])), [[0, 1, 2, 3, -1, -1]])  # 4 options
+    answers = np.array([[0, 1, 2, 3, 0, 1, 2, 3], [-1, -1, 0, 0, 1, 1, 2, 2]])
+    letter, family = np.asarray(test.letter), np.asarray(test.family)
+    acc = evaluation.accuracy(answers, test)
+    for i, f in enumerate(("read", "gravity")):
+        want = [
+            np.mean([a[j] == letter[j] for j in range(8) if family[j] == latent_tasks.FAMILIES.index(f)])
+            for a in answers
+        ]
+        np.testing.assert_allclose(acc[f], want)
+    np.testing.assert_allclose(acc["all"], (answers == letter).mean(1))
+    train_pool, _ = T.data(CFG)
+    base = evaluation.majority_baseline(train_pool, test)
+    for f in ("read", "gravity"):
+        i = latent_tasks.FAMILIES.index(f)
+        counts = np.bincount(np.asarray(train_pool.letter)[np.asarray(train_pool.family) == i], minlength=4)
+        assert base[f] == np.mean(letter[family == i] == counts.argmax())
+    with pytest.raises(ValueError, match="answers must be"):
+        evaluation.accuracy(answers[:, :5], test)
 
 
 def test_a_recipe_is_a_value():

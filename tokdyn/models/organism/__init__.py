@@ -6,11 +6,12 @@
   atomically, and its ``latent_mode.json`` read back
 - :mod:`tokdyn.models.organism.training`    the organism trained under the published recipes, every seed in one
   program, saved as checkpoints
+- :mod:`tokdyn.models.organism.evaluation`  the answers scored per task family, and the chance level
 """
 
 import importlib
 
-__all__ = ["tasks", "tokenizer", "checkpoint", "training"]
+__all__ = ["tasks", "tokenizer", "checkpoint", "training", "evaluation"]
 
 
 def __getattr__(name):

@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -133,7 +133,8 @@ class Config:
       batch_size: instances a step, drawn with replacement from the pool.
       curriculum_stages: stages after the first (text) stage of the coconut curriculum.
       n_train: instances in the training pool.
-      n_test: test instances (drawn from another stream: none in the pool).
+      n_test: test instances (drawn from another stream than the pool's).
+      n_val: validation instances (:func:`splits`; a third stream), on which a study judges convergence.
       seeds: seeds per setting (0..N-1).
       root_seed: the root PRNG seed of the data and every seed's run.
     """
@@ -154,6 +155,7 @@ class Config:
     curriculum_stages: int = 2
     n_train: int = 4096
     n_test: int = 512
+    n_val: int = 256
     seeds: int = 2
     root_seed: int = 0
 
@@ -176,6 +178,7 @@ class Config:
             "curriculum_stages",
             "n_train",
             "n_test",
+            "n_val",
             "seeds",
         ):
             _checks.positive_int(name, getattr(self, name))
@@ -385,14 +388,31 @@ def make_pool(cfg: Config, key, n: int) -> Pool:
     )
 
 
+class Splits(NamedTuple):
+    """The training pool, validation and test sets (:func:`splits`)."""
+
+    train: Pool
+    val: Pool
+    test: Pool
+
+
 @functools.lru_cache(maxsize=4)
 def data(cfg: Config) -> tuple[Pool, Pool]:
-    """The training pool and the test set (:func:`make_pool`), drawn from ``fold_in(key(root_seed), 0)``'s two
-    streams (none of the test instances in the pool)."""
+    """The training pool and the test set (:func:`make_pool`), drawn from streams 0 and 1 of
+    ``fold_in(key(root_seed), 0)``."""
     root = jax.random.fold_in(jax.random.key(cfg.root_seed), 0)
     return make_pool(cfg, jax.random.fold_in(root, 0), cfg.n_train), make_pool(
         cfg, jax.random.fold_in(root, 1), cfg.n_test
     )
+
+
+@functools.lru_cache(maxsize=4)
+def splits(cfg: Config) -> Splits:
+    """:func:`data`'s training pool and test set with the validation set between them, drawn from stream 2. The
+    streams are independent: an instance is in two sets only where two draws give the same grid and question."""
+    train_pool, test = data(cfg)
+    val = make_pool(cfg, jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.root_seed), 0), 2), cfg.n_val)
+    return Splits(train_pool, val, test)
 
 
 def layout(cfg: Config, recipe: str | Variant, stage: int, pool: Pool) -> vlm_training.Layout:
@@ -405,9 +425,10 @@ def layout(cfg: Config, recipe: str | Variant, stage: int, pool: Pool) -> vlm_tr
     return vlm_training.Layout(qwen2_5_vl, model_config(cfg), grid, pool.ids.shape[1], n_lat, tail, feed)
 
 
+@functools.partial(jax.jit, static_argnames=("cfg", "recipe", "stage"))
 def batch_of(cfg: Config, recipe: str | Variant, stage: int, pool: Pool, index) -> vlm_training.Batch:
     """The training sequences of ``pool``'s instances ``index`` (B,) under ``recipe`` at ``stage``
-    (traceable)."""
+    (jitted: a call from Python is one program per recipe, stage and shapes; traceable)."""
     v = variant(recipe)
     _, dropped, _ = stages(cfg, recipe)[stage]
     take = lambda a: a[index]  # noqa: E731
@@ -522,10 +543,12 @@ def train_models(cfg: Config, recipe: str | Variant, hparams: Hparams | None = N
     return train.train_many(trainer(cfg, recipe), data(cfg)[0], keys, hp, **options)
 
 
-def answer_accuracy(cfg: Config, recipe: str | Variant, params, pool: Pool, chunk: int = 64) -> np.ndarray:
-    """(M, N) whether each of M models (``params`` stacked on a leading axis) puts its highest probability on
-    the answer's letter of each instance of ``pool`` (teacher-forced through the recipe's sequence, its block
-    the model's own fed-back latents), in chunks of ``chunk`` instances."""
+def answer_tokens(cfg: Config, recipe: str | Variant, params, pool: Pool, chunk: int = 64) -> np.ndarray:
+    """(M, N) int the token each of M models (``params`` stacked on a leading axis) gives the highest probability
+    where the answer's letter goes, for each instance of ``pool`` (teacher-forced through the recipe's sequence,
+    its block the model's own fed-back latents: the token greedy generation writes after the block); in chunks of
+    ``chunk`` instances (one program: the last chunk is padded)."""
+    _checks.positive_int("chunk", chunk)
     stage = len(stages(cfg, recipe)) - 1
     lay = layout(cfg, recipe, stage, pool)
     n = pool.ids.shape[0]
@@ -535,15 +558,33 @@ def answer_accuracy(cfg: Config, recipe: str | Variant, params, pool: Pool, chun
         batch = batch_of(cfg, recipe, stage, pool, index)
         out = vlm_training.forward(lay, params, batch)
         first = jnp.argmax(batch.is_answer, axis=1)  # the letter: the answer's first token
-        got = jnp.take_along_axis(jnp.argmax(out.logits, -1), first[:, None], 1)[:, 0]
-        want = jnp.take_along_axis(batch.tail, first[:, None], 1)[:, 0]
-        return got == want
+        return jnp.take_along_axis(jnp.argmax(out.logits, -1), first[:, None], 1)[:, 0]
 
-    out = []
+    tokens = []
     for start in range(0, n, chunk):
         index = jnp.minimum(jnp.arange(start, start + chunk), n - 1)
-        out.append(np.asarray(jax.vmap(one, (0, None))(params, index))[:, : min(chunk, n - start)])
-    return np.concatenate(out, axis=1)
+        tokens.append(np.asarray(jax.vmap(one, (0, None))(params, index))[:, : min(chunk, n - start)])
+    return np.concatenate(tokens, axis=1)
+
+
+def option_of(cfg: Config, tokens) -> np.ndarray:
+    """The option index each token id of ``tokens`` names: j for the letter of option j (``A`` is 0) among the
+    ``n_options`` of ``cfg.tasks``, -1 for any other token."""
+    tok = tokenizer()
+    letters = np.asarray([tok.token_to_id(c) for c in tasks_lib.LETTERS[: cfg.tasks.n_options]])
+    hit = np.asarray(tokens)[..., None] == letters
+    return np.where(hit.any(-1), hit.argmax(-1), -1)
+
+
+def answers(cfg: Config, recipe: str | Variant, params, pool: Pool, chunk: int = 64) -> np.ndarray:
+    """(M, N) int the option each of M models answers for each instance of ``pool``: :func:`option_of` its
+    :func:`answer_tokens` (-1 where the token is not one of the options' letters)."""
+    return option_of(cfg, answer_tokens(cfg, recipe, params, pool, chunk))
+
+
+def answer_accuracy(cfg: Config, recipe: str | Variant, params, pool: Pool, chunk: int = 64) -> np.ndarray:
+    """(M, N) whether each of M models answers each instance of ``pool`` with the right option (:func:`answers`)."""
+    return answers(cfg, recipe, params, pool, chunk) == np.asarray(pool.letter)[None]
 
 
 def save(directory: str | Path, cfg: Config, recipe: str | Variant, params) -> Path:
@@ -562,9 +603,12 @@ __all__ = [
     "Config",
     "Hparams",
     "Pool",
+    "Splits",
     "VARIANTS",
     "Variant",
     "answer_accuracy",
+    "answer_tokens",
+    "answers",
     "batch_of",
     "chat",
     "conversation",
@@ -573,10 +617,12 @@ __all__ = [
     "latent_mode",
     "make_pool",
     "model_config",
+    "option_of",
     "models",
     "recipe_name",
     "save",
     "seed_keys",
+    "splits",
     "stages",
     "tokenizer",
     "train_models",

@@ -7,6 +7,8 @@
   checksums, the output path and the resources checked.
 - :mod:`tokdyn.experiment.findings`: a seed finding's claim, rule and verdict (``Finding``).
 - :mod:`tokdyn.experiment.paired`: paired comparisons of a sweep's settings by seed (``paired_tests``).
+- :mod:`tokdyn.experiment.variants`: trained variants compared per family: convergence from the learning
+  curves, the accuracy tables, paired tests against references, the summary table and the curves' figure.
 - :mod:`tokdyn.experiment.presets`: the ``preset`` field and the line a quick run's summary opens with.
 - :mod:`tokdyn.experiment.attributes`: a class docstring's ``Attributes:`` as ``{field: text}``.
 - :mod:`tokdyn.experiment.registry`: the studies, listed once.
@@ -36,6 +38,7 @@ __all__ = [
     "study",
     "tables",
     "user_code",
+    "variants",
 ]
 
 

@@ -24,9 +24,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from tokdyn import stats
 from tokdyn.experiment import runner
 from tokdyn.experiment import study as study_dir
+from tokdyn.experiment import variants
 from tokdyn.studies.latent_reasoning.config import (  # noqa: F401
     FAMILIES,
     FLOPS,
@@ -75,7 +75,6 @@ from tokdyn.train.store import (  # noqa: F401
     write_result,
 )
 from tokdyn.models.latent import evaluation, tasks
-from tokdyn.stats import figures
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -105,164 +104,36 @@ def baselines(cfg: Config, data: tasks.Splits) -> dict:
 def collect(out: str, names: Sequence[str], base: dict) -> tuple[dict, dict]:
     """The columns of ``accuracy.csv`` (variant x family x seed, with the :func:`baselines`) and
     ``convergence.csv`` (variant x seed) of the finished variants ``names`` in the study directory
-    ``out``."""
-    acc_cols = {k: [] for k in ("variant", "family", "seed", "accuracy") + BASELINES + ("converged",)}
-    conv_cols = {
-        k: [] for k in ("variant", "seed", "steps", "budget", "best_step", "best_val", "tested_step", "converged")
-    }
-    for name in names:
-        path = paths(out, name)["result"]
-        if not os.path.exists(path):
-            continue
-        res = read_result(path)
-        converged = [bool(c) for c in res["converged"]]
-        for s, c in enumerate(converged):
-            for k, v in (
-                ("variant", name),
-                ("seed", s),
-                ("steps", res["steps"]),
-                ("budget", res["budget"]),
-                ("best_step", int(res["best_step"][s])),
-                ("best_val", float(res["best_val"][s])),
-                ("tested_step", int(res["tested_step"][s])),
-                ("converged", c),
-            ):
-                conv_cols[k].append(v)
-        for fam in [f for f in res["accuracy"] if f != "caption_exact"]:
-            for s, a in enumerate(res["accuracy"][fam]):
-                for k, v in (
-                    ("variant", name),
-                    ("family", fam),
-                    ("seed", s),
-                    ("accuracy", float(a)),
-                    *((b, base[b][fam]) for b in BASELINES),
-                    ("converged", converged[s]),
-                ):
-                    acc_cols[k].append(v)
-    return acc_cols, conv_cols
+    ``out`` (:func:`tokdyn.experiment.variants.collect`)."""
+    return variants.collect(out, names, {b: base[b] for b in BASELINES})
 
 
 def paired_tests(out: str, names: Sequence[str], test: tasks.Instance, families: Sequence[str]) -> dict:
-    """The columns of ``tests.csv``: every finished variant against each reference in :data:`REFERENCES`.
+    """The columns of ``tests.csv``: every finished variant against each reference in :data:`REFERENCES`, per
+    family and overall, on the N test instances ``test`` (:func:`tokdyn.experiment.variants.paired_tests`: a
+    paired t-test of the per-instance accuracy over seeds, Cohen's d_z, Holm's p; NaN statistics where a variant
+    did not converge)."""
+    return variants.paired_tests(out, names, test.answer, test.family, families, REFERENCES, tasks.FAMILIES)
 
-    Per family and overall: a paired t-test over the test instances of the per-instance accuracy
-    (the mean over seeds of answering right), Cohen's d_z, Holm-corrected over every test of the
-    table. A pair in which a variant did not converge (every seed) is listed with NaN statistics:
-    it is not compared as if it had.
 
-    Args:
-      out: the study directory holding the variants' results and answers.
-      names: the variants to compare (those not finished are left out).
-      test: the N test instances the variants answered.
-      families: the task families reported one by one (besides ``"all"``).
-
-    Returns:
-      Columns ``variant``, ``against``, ``family``, ``n``, ``mean_diff``, ``t``, ``p``,
-      ``p_holm``, ``d`` and ``tested``.
-    """
-    correct, converged = {}, {}
-    answer = np.asarray(test.answer)
-    for name in names:
-        p = paths(out, name)
-        if os.path.exists(p["result"]) and os.path.exists(p["answers"]):
-            correct[name] = (read_answers(out, name) == answer[None]).mean(0)  # (N,) mean over seeds
-            converged[name] = bool(np.all(read_result(p["result"])["converged"]))
-    fam = np.asarray(test.family)
-    cols = {k: [] for k in ("variant", "against", "family", "n", "mean_diff", "t", "p", "p_holm", "d", "tested")}
-    for ref in REFERENCES:
-        if ref not in correct:
-            continue
-        for name in correct:
-            if name == ref:
-                continue
-            tested = converged[name] and converged[ref]
-            for f in list(families) + ["all"]:
-                sel = np.ones(fam.shape, bool) if f == "all" else fam == tasks.FAMILIES.index(f)
-                a, b = correct[name][sel], correct[ref][sel]
-                t = stats.paired_ttest(a, b) if tested else None
-                for k, v in (
-                    ("variant", name),
-                    ("against", ref),
-                    ("family", f),
-                    ("n", int(sel.sum())),
-                    ("mean_diff", float(np.mean(a - b))),
-                    ("t", float(t.statistic) if t else np.nan),
-                    ("p", float(t.pvalue) if t else np.nan),
-                    ("d", float(stats.cohens_d(a, b)) if t else np.nan),
-                    ("tested", tested),
-                ):
-                    cols[k].append(v)
-    cols["p_holm"] = list(stats.holm(np.asarray(cols["p"], float))) if cols["p"] else []
-    return cols
+BASELINE_LABELS = {
+    "chance": "chance (majority answer)",
+    "question_only": "question-only optimum",
+    "question_only_test": "question-only rule on this test set",
+}
 
 
 def summary_table(acc: dict, conv: dict, families: Sequence[str]) -> str:
     """Mean (min-max over seeds) accuracy per variant and family, with the seeds that converged, as
     Markdown; the baselines below (majority answer, question-only optimum and its rule on this
     test set)."""
-    fams = list(families) + ["all"]
-    v, f = np.asarray(acc["variant"]), np.asarray(acc["family"])
-    a = np.asarray(acc["accuracy"], float)
-    lines = ["| variant | " + " | ".join(fams) + " | converged seeds | steps |", "|---" * (len(fams) + 3) + "|"]
-    for name in dict.fromkeys(v.tolist()):
-        cells = []
-        for fam in fams:
-            x = a[(v == name) & (f == fam)]
-            cells.append(f"{x.mean():.3f} ({x.min():.2f}-{x.max():.2f})" if len(x) else "")
-        c = np.asarray(conv["converged"])[np.asarray(conv["variant"]) == name]
-        steps = np.asarray(conv["steps"])[np.asarray(conv["variant"]) == name]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {int(c.sum())}/{len(c)} | {int(steps[0])} |")
-    for label, key in (
-        ("chance (majority answer)", "chance"),
-        ("question-only optimum", "question_only"),
-        ("question-only rule on this test set", "question_only_test"),
-    ):
-        ref = np.asarray(acc[key], float)
-        lines.append(
-            f"| {label} | "
-            + " | ".join(f"{ref[f == fam][0]:.3f}" if np.any(f == fam) else "" for fam in fams)
-            + " | | |"
-        )
-    return "\n".join(lines)
+    return variants.summary_table(acc, conv, families, BASELINE_LABELS)
 
 
 def plot_curves(out: str, names: Sequence[str], families: Sequence[str]) -> Optional[str]:
     """``learning_curves.png``: held-out accuracy per family over steps, one colour per variant,
-    every seed a thin line and their mean a thick one."""
-    curves = {}
-    for name in names:
-        try:
-            curves[name] = read_curve(paths(out, name)["curve"])
-        except (ValueError, IndexError):  # an unfinished variant's damaged curve: its rerun sets it aside
-            continue
-    curves = {k: c for k, c in curves.items() if c and "val_all" in c and "seed" in c and "step" in c}
-    if not curves:
-        return None
-    panels = list(families) + ["all"]
-    fig = figures.figure((3.2 * len(panels), 3.4))
-    axes = fig.subplots(1, len(panels), sharey=True)
-    for i, (name, c) in enumerate(curves.items()):
-        seeds, steps = np.asarray(c["seed"], int), np.asarray(c["step"])
-        for ax, fam in zip(axes, panels):
-            y = np.asarray(c[f"val_{fam}"])
-            for s in np.unique(seeds):
-                ax.plot(steps[seeds == s], y[seeds == s], color=f"C{i % 10}", lw=0.6, alpha=0.5)
-            grid = np.unique(steps)
-            ax.plot(
-                grid,
-                [y[steps == t].mean() for t in grid],
-                color=f"C{i % 10}",
-                lw=1.8,
-                label=name if fam == panels[0] else None,
-            )
-    for ax, fam in zip(axes, panels):
-        ax.set_title(fam, fontsize=10)
-        ax.set_xlabel("optimiser step")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("held-out accuracy")
-    fig.legend(loc="lower center", ncol=min(len(curves), 9), fontsize=8, frameon=False)
-    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.25, top=0.9, wspace=0.08)
-    return figures.save(fig, os.path.join(out, "learning_curves.png"), dpi=110)
+    every seed a thin line and their mean a thick one (:func:`tokdyn.experiment.variants.plot_curves`)."""
+    return variants.plot_curves(out, names, families)
 
 
 # ---------------------------------------------------------------------------------------------- the study

@@ -13,6 +13,7 @@ import numpy as np
 
 from tokdyn import io, train
 from tokdyn.experiment import study as study_dir
+from tokdyn.experiment import variants
 from tokdyn.models.latent import evaluation, tasks
 from tokdyn.models.latent import training as latent_training
 from tokdyn.models.latent.variants import VARIANTS, stages
@@ -50,31 +51,11 @@ def convergence(cfg: Config, name: str, curve: dict) -> dict:
     :class:`tokdyn.train.Patience`) says it has converged: no improvement by more than
     ``min_delta`` for ``patience`` of the budget (seen at two evaluations at least), at least
     ``min_fraction`` of the budget done, the training loss flat while the accuracy
-    holds. For a curriculum variant the patience window must lie in its last stage."""
+    holds (:func:`tokdyn.experiment.variants.converged`). For a curriculum variant the patience window must lie
+    in its last stage."""
     tc = training(cfg, name)
-    rule = cfg.stop_rule()
-    wait, _ = rule.windows(tc.train.steps)
     last_stage = sum(n for *_, n in stages(tc, name)[:-1])
-    seeds = np.asarray(curve.get("seed", []), int)
-    out = {
-        "best_step": np.full(tc.seeds, -1),
-        "best": np.full(tc.seeds, np.nan),
-        "converged": np.zeros(tc.seeds, bool),
-        "steps": 0,
-    }
-    for s in range(tc.seeds):
-        sel = seeds == s
-        steps, val = np.asarray(curve["step"], np.int64)[sel], np.asarray(curve["val_all"], np.float64)[sel]
-        if steps.size == 0:
-            continue
-        loss = np.asarray(curve["loss"], np.float64)[sel] if "loss" in curve else None
-        d = rule.decide(steps, val, tc.train.steps, loss)
-        now = int(steps[-1])
-        out["steps"] = now
-        out["best_step"][s], out["best"][s] = int(d.best_step), float(d.best)
-        after = int(np.sum(steps > int(d.improved_step)))  # evaluations since the last improvement
-        out["converged"][s] = bool(d.stop and after >= 2 and now - wait >= last_stage)
-    return out
+    return variants.converged(cfg.stop_rule(), tc.train.steps, tc.seeds, curve, after=last_stage)
 
 
 def curve_logger(cfg: Config, name: str, path: str, rows: dict):
@@ -82,22 +63,7 @@ def curve_logger(cfg: Config, name: str, path: str, rows: dict):
     call's logs and held-out scores to the curve ``rows`` (dropping rows a resume redoes), writes
     them to ``path`` and stops once every seed has converged (:func:`convergence`)."""
     tc = training(cfg, name)
-
-    def stop(step, state, curves) -> bool:
-        logs = {k: v[:, step // tc.train.steps_per_call - 1] for k, v in curves.items()}  # this call's logs and scores
-        keep = [i for i, s in enumerate(rows.get("step", [])) if s < step]  # drop rows a resume redoes
-        for k in rows:
-            rows[k] = [rows[k][i] for i in keep]
-        for s in range(tc.seeds):
-            cols = [("step", step), ("seed", s)]
-            cols += [(k, float(v[s])) for k, v in sorted(logs.items()) if not k.startswith("val_")]
-            cols += [(k, float(v[s])) for k, v in logs.items() if k.startswith("val_")]
-            for k, v in cols:
-                rows.setdefault(k, []).append(v)
-        io.write_csv(path, rows)
-        return bool(np.all(convergence(cfg, name, rows)["converged"]))
-
-    return stop
+    return variants.curve_logger(path, rows, tc.seeds, tc.train.steps_per_call, lambda r: convergence(cfg, name, r))
 
 
 def write_tested(cfg: Config, name: str, out: str, res: train.Result, rows: dict, test) -> None:

@@ -113,7 +113,7 @@ def test_answers_are_the_teacher_forced_letters_scored_per_family():
     answers = np.array([[0, 1, 2, 3, 0, 1, 2, 3], [-1, -1, 0, 0, 1, 1, 2, 2]])
     letter, family = np.asarray(test.letter), np.asarray(test.family)
     acc = evaluation.accuracy(answers, test)
-    for i, f in enumerate(("read", "gravity")):
+    for f in ("read", "gravity"):
         want = [
             np.mean([a[j] == letter[j] for j in range(8) if family[j] == latent_tasks.FAMILIES.index(f)])
             for a in answers

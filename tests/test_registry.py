@@ -41,6 +41,7 @@ def test_reproduce_runs_by_default_all_but_the_studies_sized_for_an_accelerator(
         "grid-diffusion-sweep",
         "latent-reasoning-sweep",
         "vlm-diagnostics",  # a checkpoint's study: without --model its numbers are a random model's
+        "latent-organisms",  # Qwen2.5-VL organisms: projected hours at its defaults on two CPU cores
     }
     reproduce.Config(studies=("slots-sweep",)).validate()  # named: runs
     assert reproduce.reported(str(tmp_path)) == ()  # a report covers the studies run, none else

@@ -185,6 +185,14 @@ STUDIES = (
         reads=("latent-reasoning",),
     ),
     Entry(
+        "latent-organisms",
+        ("study", "latent-organisms"),
+        "tokdyn.studies.latent_organisms",
+        "train the Qwen2.5-VL organisms every way, evaluate per task family, save each as a checkpoint",
+        "results/latent-organisms",
+        by_default=False,
+    ),
+    Entry(
         "vlm-diagnostics",
         ("study", "vlm-diagnostics"),
         "tokdyn.studies.vlm_diagnostics",

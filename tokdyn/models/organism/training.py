@@ -547,24 +547,29 @@ def answer_tokens(cfg: Config, recipe: str | Variant, params, pool: Pool, chunk:
     """(M, N) int the token each of M models (``params`` stacked on a leading axis) gives the highest probability
     where the answer's letter goes, for each instance of ``pool`` (teacher-forced through the recipe's sequence,
     its block the model's own fed-back latents: the token greedy generation writes after the block); in chunks of
-    ``chunk`` instances (one program: the last chunk is padded)."""
+    ``min(chunk, N)`` instances (one program per recipe and pool shape: the last chunk is padded)."""
     _checks.positive_int("chunk", chunk)
     stage = len(stages(cfg, recipe)) - 1
-    lay = layout(cfg, recipe, stage, pool)
     n = pool.ids.shape[0]
+    size = min(chunk, n)
+    tokens = []
+    for start in range(0, n, size):
+        index = jnp.minimum(jnp.arange(start, start + size), n - 1)
+        tokens.append(np.asarray(_letter_tokens(cfg, recipe, stage, params, pool, index))[:, : min(size, n - start)])
+    return np.concatenate(tokens, axis=1)
 
-    @jax.jit
-    def one(params, index):
-        batch = batch_of(cfg, recipe, stage, pool, index)
-        out = vlm_training.forward(lay, params, batch)
-        first = jnp.argmax(batch.is_answer, axis=1)  # the letter: the answer's first token
+
+@functools.partial(jax.jit, static_argnames=("cfg", "recipe", "stage"))
+def _letter_tokens(cfg, recipe, stage, params, pool, index):
+    lay = layout(cfg, recipe, stage, pool)
+    batch = batch_of(cfg, recipe, stage, pool, index)
+    first = jnp.argmax(batch.is_answer, axis=1)  # the letter: the answer's first token
+
+    def one(p):
+        out = vlm_training.forward(lay, p, batch)
         return jnp.take_along_axis(jnp.argmax(out.logits, -1), first[:, None], 1)[:, 0]
 
-    tokens = []
-    for start in range(0, n, chunk):
-        index = jnp.minimum(jnp.arange(start, start + chunk), n - 1)
-        tokens.append(np.asarray(jax.vmap(one, (0, None))(params, index))[:, : min(chunk, n - start)])
-    return np.concatenate(tokens, axis=1)
+    return jax.vmap(one)(params)
 
 
 def option_of(cfg: Config, tokens) -> np.ndarray:

@@ -1,0 +1,145 @@
+"""The latent-organisms study (tokdyn.studies.latent_organisms): a micro run's tables are its kept answers
+scored against the test letters (accuracy per family, the chance level from the training pool; in the full tier
+two recipes' paired t-test is SciPy's), each seed's tested organism is a checkpoint that tokdyn reads back and that gives the kept answers
+(its latent mode written where the recipe feeds latents back), a rerun trains nothing, and bad options exit 2
+before any work. The full tier opens a saved organism in transformers
+(test_organism_training.test_transformers_runs_a_trained_organism_in_latent_mode_as_tokdyn_does runs the same
+loop on an organism saved by organism.training.save, which the study calls)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+pytest.importorskip("tokenizers")
+pytest.importorskip("safetensors")
+
+from tokdyn import cli, io  # noqa: E402
+from tokdyn.models import qwen2_5_vl  # noqa: E402
+from tokdyn.models.latent import tasks as grid_tasks  # noqa: E402
+from tokdyn.models.organism import tasks as organism_tasks  # noqa: E402
+from tokdyn.models.organism import training as organism  # noqa: E402
+from tokdyn.studies import latent_organisms as lo  # noqa: E402
+from tokdyn.train import optim, store  # noqa: E402
+
+MICRO = lo.Config(
+    variants=("latent",),
+    patience=0.5,
+    min_fraction=0.5,
+    min_delta=0.5,
+    loss_delta=0.0,
+    training=organism.Config(
+        tasks=organism_tasks.Config(task=grid_tasks.Config(grid_size=4, n_colours=4, families=("read", "gravity"))),
+        hidden_size=32,
+        heads=2,
+        kv_heads=1,
+        intermediate_size=48,
+        vision_depth=1,
+        vision_width=16,
+        n_latents=2,
+        train=optim.Config(steps=4, steps_per_call=2, warmup=0, decay="constant", clip_norm=1.0),
+        batch_size=4,
+        n_train=16,
+        n_val=8,
+        n_test=8,
+        seeds=2,
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("organisms") / "out")
+    assert lo.main(MICRO, out, quiet=True, plots=False)
+    return out
+
+
+def test_a_micro_run_tables_its_kept_answers_and_saves_each_organism(micro):
+    out = micro
+    data = organism.splits(MICRO.training)
+    letter, family = np.asarray(data.test.letter), np.asarray(data.test.family)
+    acc = io.read_csv(f"{out}/accuracy.csv")
+    correct = {}
+    for name in MICRO.variants:
+        answers = store.read_answers(out, name)
+        assert answers.shape == (2, 8) and set(np.unique(answers)) <= set(range(-1, 4))
+        correct[name] = answers == letter[None]
+        for fam in ("read", "gravity", "all"):
+            sel = np.ones(8, bool) if fam == "all" else family == grid_tasks.FAMILIES.index(fam)
+            rows = (acc["variant"] == name) & (acc["family"] == fam)
+            np.testing.assert_allclose(acc["accuracy"][rows], correct[name][:, sel].mean(1))
+    # the chance level: each family's most frequent training letter, on the test set
+    for fam in ("read", "gravity"):
+        i = grid_tasks.FAMILIES.index(fam)
+        top = np.bincount(np.asarray(data.train.letter)[np.asarray(data.train.family) == i]).argmax()
+        want = np.mean(letter[family == i] == top)
+        assert np.all(acc["chance"][acc["family"] == fam] == want)
+    # each seed's tested state saved as a checkpoint; latents written only by the recipe that feeds them back
+    res = store.read_result(store.paths(out, "latent")["result"])
+    record = json.loads(open(f"{out}/config.json").read())
+    assert record["organisms"]["latent"] == [lo.organism_dir(out, "latent", s) for s in range(2)]
+    # the saved organisms, read back, give the kept answers (the same program on the same weights)
+    models = [qwen2_5_vl.load(lo.organism_dir(out, "latent", s), dtype="float32").params for s in range(2)]
+    stacked = jax.tree_util.tree_map(lambda *x: np.stack(x), *models)
+    np.testing.assert_array_equal(
+        organism.answers(MICRO.training, "latent", stacked, data.test), store.read_answers(out, "latent")
+    )
+    assert int(res["tested_step"][0]) > 0
+    mode = json.loads(open(f"{lo.organism_dir(out, 'latent', 0)}/latent_mode.json").read())
+    assert mode["size"] == MICRO.training.n_latents
+
+
+@pytest.mark.full
+def test_the_recipes_are_tested_against_direct_as_scipy_tests_them(tmp_path):
+    """Two recipes: tests.csv's paired t-test of latent against direct on the per-instance accuracy (the mean
+    over seeds) is SciPy's; direct, which feeds no latents back, is saved without a latent mode. The default
+    tier's micro run trains latent alone (the tables of kept answers, the checkpoints); the paired tests'
+    arithmetic is the latent-reasoning study's (test_latent_study's micro run)."""
+    cfg = dataclasses.replace(MICRO, variants=("direct", "latent"))
+    out = str(tmp_path / "out")
+    assert lo.main(cfg, out, quiet=True, plots=False)
+    letter = np.asarray(organism.splits(cfg.training).test.letter)
+    a, b = ((store.read_answers(out, n) == letter[None]).mean(0) for n in ("latent", "direct"))
+    tests = io.read_csv(f"{out}/tests.csv")
+    row = (tests["variant"] == "latent") & (tests["against"] == "direct") & (tests["family"] == "all")
+    assert tests["mean_diff"][row][0] == pytest.approx(np.mean(a - b))
+    if np.any(a != b) and bool(tests["tested"][row][0]):
+        assert tests["p"][row][0] == pytest.approx(sps.ttest_rel(a, b).pvalue, rel=1e-9)
+    assert not os.path.exists(lo.organism_dir(out, "direct", 0) + "/latent_mode.json")
+    assert os.path.exists(lo.organism_dir(out, "direct", 1) + "/config.json")
+
+
+def test_a_rerun_trains_nothing_and_reports_the_same(micro, monkeypatch):
+    before = open(f"{micro}/accuracy.csv").read()
+    monkeypatch.setattr(organism, "train_models", lambda *a, **k: pytest.fail("a finished recipe trained again"))
+    assert lo.main(MICRO, micro, quiet=True, plots=False)
+    assert open(f"{micro}/accuracy.csv").read() == before
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--variants", "direct,dreaming"], "recipe"),
+        (["--variants", "direct,direct"], "more than once"),
+        (["--tested", "worst"], "tested"),
+        (["--n-options", "9"], "n_options"),
+        (["--hidden-size", "30"], "hidden_size"),
+    ],
+)
+def test_bad_options_exit_2_before_any_work(argv, words, tmp_path, capsys):
+    code = cli.main(["study", "latent-organisms", *argv, "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_the_quick_preset_says_so_and_validates():
+    q = lo.Config.quick().validate()
+    assert q.preset == "quick" and q.training.train.steps < lo.Config().training.train.steps
+    assert dataclasses.replace(lo.Config(), variants=tuple(organism.VARIANTS)).validate()

@@ -1,0 +1,376 @@
+"""The latent-reasoning organisms as Qwen2.5-VL: every recipe x seeds trained to convergence on the task
+families, per-family accuracy against chance, paired tests against ``direct`` and ``text``, and every trained
+organism saved as a Hugging Face checkpoint that transformers opens and ``tokdyn study vlm-diagnostics --model``
+runs.
+
+``tokdyn study latent-organisms --out DIR`` (:func:`main`, :class:`Config`) trains (or resumes) every recipe of
+:data:`tokdyn.models.organism.training.VARIANTS` (all seeds of one recipe in one program,
+:func:`tokdyn.models.organism.training.train_models`) until its held-out accuracy has stopped improving
+(:class:`tokdyn.train.Patience`) or its budget is spent, and writes ``accuracy.csv``, ``convergence.csv``,
+``tests.csv``, ``curves/``, ``checkpoints/`` (the training states), ``results/``, ``organisms/RECIPE/seed_S/``
+(each seed's tested organism as a checkpoint directory, with ``latent_mode.json`` where its recipe writes
+latents), ``summary.md``, ``learning_curves.png`` and ``config.json``. A rerun resumes; ``max_minutes`` stops a
+run cleanly. The tables and the stop rule are :mod:`tokdyn.experiment.variants`', the files of a recipe
+:mod:`tokdyn.train.store`'s. The page: :doc:`/studies/latent-organisms`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Optional
+
+import jax
+import numpy as np
+
+from tokdyn import _checks, io, train
+from tokdyn.experiment import runner, variants
+from tokdyn.experiment import study as study_dir
+from tokdyn.models.latent import tasks as grid_tasks
+from tokdyn.models.organism import evaluation
+from tokdyn.models.organism import tasks as organism_tasks
+from tokdyn.models.organism import training as organism
+from tokdyn.train import optim, store
+from tokdyn.train.store import TESTED
+
+STUDY = "latent-organisms"
+SELECTION = ("variants", "train", "max_minutes", "preset")  # fields that choose what runs or how it is labelled
+REFERENCES = ("direct", "text")  # every recipe is tested against these
+FAMILIES = ("read", "gravity", "path")  # the control and two that imagination helps
+BASELINE_LABELS = {"chance": "chance (each family's most frequent letter)"}
+# The time estimate: the models' training FLOPs at FLOPS plus STEP_SECONDS a step for what does not grow with
+# the model (dispatch, evaluation, checkpoints), on the reference CPU (a 2-core x86_64), scaled by this machine's
+# training and host rates (tokdyn.experiment.rates). FLOPS is an effective rate of the tiny organisms' steps.
+FLOPS = 2e9
+STEP_SECONDS = 0.02
+
+
+def default_training() -> organism.Config:
+    """The organisms the study trains by default: a 4 x 4 grid of 4 colours, the :data:`FAMILIES`, the 5 answers
+    of each family in their own order (``order="fixed"``: a letter names one value), the organism's default model
+    (decoder 2 x 64, vision tower 2 x 32), 4 latents a block, 3,000 steps of 32 instances."""
+    return organism.Config(
+        tasks=organism_tasks.Config(
+            task=grid_tasks.Config(grid_size=4, n_colours=4, families=FAMILIES), n_options=5, order="fixed"
+        ),
+        train=optim.Config(steps=3000, steps_per_call=100, warmup=100, decay="cosine", clip_norm=1.0),
+        n_train=8192,
+        n_val=256,
+        n_test=512,
+        seeds=2,
+    )
+
+
+DEFAULT_TRAINING = default_training()
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that defines the study (stamped into its directory, recorded in ``config.json``).
+
+    Attributes:
+      variants: the recipes to train, in order, names from tokdyn.models.organism.training.VARIANTS.
+      train: train (or resume) the recipes; with --no-train only collect and report what is on disk.
+      max_minutes: stop cleanly after this many minutes (finished work is kept; rerun to resume); empty: no
+        limit.
+      patience: a recipe has converged (and stops) when its held-out accuracy has not improved by more than
+        min_delta over its best level for this share of its step budget, for every seed.
+      min_fraction: no recipe stops before this share of its step budget.
+      min_delta: the smallest rise of the held-out accuracy that counts as an improvement.
+      loss_delta: a recipe whose training loss still falls by more than this share between the two halves of the
+        patience window (while its accuracy holds) goes on; 0: the loss is not consulted.
+      tested: which state of each seed answers the test questions and is saved as its organism: 'best' (its
+        best held-out accuracy, judged every steps_per_call steps) or 'final' (the last step trained).
+      save_organisms: write each seed's tested organism as a Hugging Face checkpoint under organisms/.
+      preset: 'quick' for the quick preset (its summary then says so in its first line), else empty.
+      training: the organisms' training configuration (tasks, model size, step budget, pools, seeds).
+      hparams: the hyper-parameters every recipe is trained with.
+    """
+
+    variants: tuple = tuple(organism.VARIANTS)
+    train: bool = True
+    max_minutes: Optional[float] = None
+    patience: float = 0.25
+    min_fraction: float = 0.5
+    min_delta: float = 0.01
+    loss_delta: float = 0.05
+    tested: str = "best"
+    save_organisms: bool = True
+    preset: str = ""
+    training: organism.Config = DEFAULT_TRAINING
+    hparams: organism.Hparams = organism.Hparams(learning_rate=3e-3)
+
+    def validate(self) -> "Config":
+        """Check every field; a ``ValueError``/``TypeError`` naming it. Returns ``self``."""
+        if isinstance(self.variants, str) or not self.variants:
+            raise ValueError(f"variants must name at least one of {sorted(organism.VARIANTS)}, got {self.variants!r}")
+        for name in self.variants:
+            if not isinstance(name, str):
+                raise TypeError(f"variants must be names of {sorted(organism.VARIANTS)}, got {name!r}")
+            organism.variant(name)
+        _checks.distinct("variants", self.variants)
+        _checks.choice("preset", self.preset, ("", "quick"))
+        for f in ("train", "save_organisms"):
+            if not isinstance(getattr(self, f), bool):
+                raise TypeError(f"{f} must be a bool, got {getattr(self, f)!r}")
+        if self.max_minutes is not None:
+            _checks.real("max_minutes", self.max_minutes, low=0.0, low_open=True)
+        _checks.real("loss_delta", self.loss_delta, low=0.0)
+        self.stop_rule()  # checks patience, min_fraction and min_delta
+        if not isinstance(self.training, organism.Config):
+            raise TypeError(
+                f"training must be a tokdyn.models.organism.training.Config, got {type(self.training).__name__}"
+            )
+        self.training.validate()
+        tr = self.training.train
+        if any(organism.variant(n).curriculum for n in self.variants) and self.training.curriculum_stages >= tr.calls:
+            raise ValueError(
+                f"curriculum_stages must be less than the {tr.calls} calls of steps_per_call={tr.steps_per_call} "
+                f"steps in the budget of steps={tr.steps} (each stage trains for one call at least), got "
+                f"{self.training.curriculum_stages}"
+            )
+        if not isinstance(self.tested, str):
+            raise TypeError(f"tested must be a str, one of {list(TESTED)}, got {self.tested!r}")
+        _checks.choice("tested", self.tested, TESTED)
+        if not isinstance(self.hparams, organism.Hparams):
+            raise TypeError(f"hparams must be a tokdyn.models.organism.training.Hparams, got {self.hparams!r}")
+        self.hparams.validate()
+        if train.settings(self.hparams) != 1:
+            raise ValueError("hparams must hold one setting (scalars) in the study")
+        return self
+
+    @classmethod
+    def quick(cls) -> "Config":
+        """A few-minute version: a smaller organism (decoder 2 x 32, vision tower 1 x 16), 200 steps, 2 seeds,
+        ``direct``, ``text``, ``latent`` and ``pause``."""
+        base = DEFAULT_TRAINING
+        return cls(
+            variants=("direct", "text", "latent", "pause"),
+            preset="quick",
+            training=dataclasses.replace(
+                base,
+                hidden_size=32,
+                heads=2,
+                kv_heads=1,
+                intermediate_size=48,
+                vision_depth=1,
+                vision_width=16,
+                n_latents=2,
+                train=optim.Config(steps=200, steps_per_call=50, warmup=20, decay="cosine", clip_norm=1.0),
+                batch_size=16,
+                n_train=512,
+                n_val=64,
+                n_test=128,
+            ),
+        )
+
+    def stop_rule(self) -> train.Patience:
+        """The rule that decides when a recipe has converged (see the attributes)."""
+        return train.Patience(
+            patience=self.patience,
+            min_fraction=self.min_fraction,
+            min_delta=self.min_delta,
+            loss_delta=self.loss_delta or None,
+        )
+
+    def estimate(self) -> study_dir.Estimate:
+        """What training asks of the machine, from the sizes alone: the pools' pixels on the host, the models'
+        training states, one step's activations; the time at :data:`FLOPS` and :data:`STEP_SECONDS`."""
+        tc = self.training
+        patches = (tc.tasks.image_size // 14) ** 2 * 3 * 14 * 14  # one image's pixel values
+        tokens = tc.tasks.image_tokens + 80 + tc.n_latents + organism.CAPTION_TOKENS  # a sequence, about
+        d, layers = tc.hidden_size, tc.layers
+        for name, n in (("n_train", tc.n_train), ("n_val", tc.n_val), ("n_test", tc.n_test)):
+            study_dir.elements_fit(name, n, 2, patches)
+        study_dir.elements_fit("batch_size", tc.seeds, tc.batch_size, tc.heads, tokens, tokens)
+        params = (
+            layers * (4 * d * d + 3 * d * tc.intermediate_size) + 512 * d + tc.vision_depth * 12 * tc.vision_width**2
+        )
+        sizes = {
+            "n_train": (tc.n_train + tc.n_val + tc.n_test) * 2 * patches * 4,
+            "seeds, hidden_size or layers": tc.seeds * params * 4 * 8,
+            "batch_size": tc.seeds * tc.batch_size * layers * 4 * (tokens * d * 14 + 2 * tc.heads * tokens**2),
+        }
+        option = max(sizes, key=sizes.get)
+        steps = sum(tc.train.steps for _ in self.variants)
+        flops = 6.0 * params * tc.batch_size * tokens * tc.seeds * steps
+        return study_dir.Estimate(
+            memory=sizes[option],
+            option=option,
+            models=len(self.variants) * tc.seeds,
+            work={"training": flops / FLOPS, "host": STEP_SECONDS * steps},
+        )
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def stamp(tc: organism.Config, name: str) -> str:
+    """What a training checkpoint of recipe ``name`` under ``tc`` is keyed on."""
+    return json.dumps({"variant": name, "config": io.jsonable(dataclasses.asdict(tc))}, sort_keys=True)
+
+
+def organism_dir(out: str, name: str, seed: int) -> str:
+    """Where seed ``seed`` of recipe ``name`` is saved as a checkpoint: ``out/organisms/NAME/seed_SEED``."""
+    return os.path.join(out, "organisms", name, f"seed_{seed}")
+
+
+def convergence(cfg: Config, name: str, curve: dict) -> dict:
+    """Per seed, from the recorded curve: the best held-out accuracy, its step and whether the stop rule says it
+    has converged (:func:`tokdyn.experiment.variants.converged`; a curriculum's patience window in its last
+    stage)."""
+    tc = cfg.training
+    last_stage = sum(n for *_, n in organism.stages(tc, name)[:-1])
+    return variants.converged(cfg.stop_rule(), tc.train.steps, tc.seeds, curve, after=last_stage)
+
+
+def write_tested(cfg: Config, name: str, out: str, res: train.Result, rows: dict, data: organism.Splits) -> None:
+    """Test the finished training ``res`` of recipe ``name`` at its tested state on the test set, save each seed
+    as a checkpoint (``save_organisms``) and write its curve, answers and result (the result last: it commits
+    the others)."""
+    p, tc = store.paths(out, name), cfg.training
+    tested = res.best_state if cfg.tested == "best" else res.state
+    tested_step = res.best_step if cfg.tested == "best" else np.full(tc.seeds, int(np.asarray(res.state.step)[0]))
+    answers = organism.answers(tc, name, tested.params, data.test)
+    acc = evaluation.accuracy(answers, data.test)
+    if cfg.save_organisms:
+        for s in range(tc.seeds):
+            organism.save(organism_dir(out, name, s), tc, name, jax.tree_util.tree_map(lambda x: x[s], tested.params))
+    conv = convergence(cfg, name, rows)
+    io.write_csv(p["curve"], rows)  # the rows of exactly the steps trained (a resume may have dropped some)
+    with open(p["curve"], "rb") as f:
+        curve = np.frombuffer(f.read(), np.uint8)
+    io.save_npz(p["answers"], answers=answers, curve_csv=curve, steps=conv["steps"])
+    store.write_result(
+        p["result"],
+        {
+            "variant": name,
+            "steps": conv["steps"],
+            "budget": tc.train.steps,
+            "accuracy": acc,
+            "best_step": conv["best_step"],
+            "best_val": conv["best"],
+            "tested": cfg.tested,
+            "tested_step": tested_step,
+            "converged": conv["converged"],
+            "nan_step": np.asarray(res.state.nan_step),
+            "skipped_steps": np.asarray(res.state.skipped),
+            "answers_sha256": store.answers_digest(answers),
+            **store.checkpoint_record(p["checkpoint"]),
+        },
+    )
+
+
+def run_variant(cfg: Config, name: str, out: str, data: organism.Splits, *, deadline=None, progress=None) -> bool:
+    """Train (or resume) recipe ``name`` until it has converged or spent its budget, then test and save it. A
+    host function; True when its results are on disk, False when training stopped before it finished."""
+    if store.finished(out, name):
+        return True
+    p, tc = store.paths(out, name), cfg.training
+    rows = store.resume_rows(p, tc.seeds, tc.train.steps_per_call)
+
+    def evaluate(step, state):
+        return {f"val_{k}": v for k, v in evaluation.evaluate(tc, name, state.params, data.val).items()}
+
+    stop = variants.curve_logger(
+        p["curve"], rows, tc.seeds, tc.train.steps_per_call, lambda r: convergence(cfg, name, r)
+    )
+    res = organism.train_models(
+        tc,
+        name,
+        cfg.hparams,
+        checkpointing=train.Checkpointing(p["checkpoint"], stamp(tc, name)),
+        evaluation=train.Evaluation(evaluate, keep_best="val_all", stop=stop),
+        deadline=deadline,
+        progress=progress,
+    )
+    if not res.finished:
+        return False
+    write_tested(cfg, name, out, res, rows, data)
+    return True
+
+
+def splits(cfg: Config) -> organism.Splits:
+    """The training pool, validation and test sets (:func:`tokdyn.models.organism.training.splits`)."""
+    return organism.splits(cfg.training)
+
+
+# ---------------------------------------------------------------------------------------------- the study
+
+
+def check(session: runner.Session, cfg: Config) -> None:
+    """The configuration's checks, and (``--no-train``) that ``out`` holds a study to report on."""
+    cfg.validate()
+    out = session.out
+    if not cfg.train and (session.fresh or not os.path.isdir(out) or study_dir.read_stamp(out) is None):
+        raise study_dir.Refused(
+            f"out={out!r} holds no latent-organisms study{' (and --fresh would empty it)' if session.fresh else ''}: "
+            "nothing to report without training (drop --no-train)"
+        )
+
+
+def run(session: runner.Session, cfg: Config) -> runner.Result:
+    """Train (or resume) every recipe, then the tables of those finished; the value is whether every recipe is
+    finished."""
+    out = session.out
+    deadline = None if cfg.max_minutes is None else time.time() + 60 * cfg.max_minutes
+    data = splits(cfg)
+    families = cfg.training.tasks.task.families
+    base = {"chance": evaluation.majority_baseline(data.train, data.test)}
+    names = list(cfg.variants)
+    if cfg.train:
+        budget = cfg.training.train.steps
+        done_steps = sum(store.steps_recorded(out, n, budget) for n in names)
+        with io.Progress(
+            budget * len(names), desc=STUDY, unit="steps", done=done_steps, quiet=session.quiet
+        ) as progress:
+            for name in names:
+                progress.note(f"recipe {name}")
+                if not run_variant(cfg, name, out, data, deadline=deadline, progress=progress):
+                    break
+    finished = [n for n in names if store.finished(out, n)]
+    done = len(finished) == len(names)
+    acc, conv = variants.collect(out, finished, base)
+    tests = variants.paired_tests(
+        out, finished, data.test.letter, data.test.family, families, REFERENCES, organism_tasks.FAMILIES
+    )
+    saved = {n: [organism_dir(out, n, s) for s in range(cfg.training.seeds)] for n in finished}
+    return runner.Result(
+        {"accuracy.csv": acc, "convergence.csv": conv, "tests.csv": tests},
+        data=dict(acc=acc, conv=conv, families=families, out=out, done=done),
+        record=dict(
+            variants=finished,
+            selection={k: getattr(cfg, k) for k in SELECTION},
+            organisms=saved if cfg.save_organisms else {},
+            finished=done,
+        ),
+        value=done,
+    )
+
+
+def summary(cfg: Config, r: runner.Result) -> str:
+    """The accuracy table (mean and range over seeds per recipe and family) with the chance level below."""
+    if not r.data["acc"]["variant"]:
+        return "(no recipe has finished yet)"
+    return variants.summary_table(r.data["acc"], r.data["conv"], r.data["families"], BASELINE_LABELS)
+
+
+SPEC = runner.Spec(
+    name=STUDY,
+    config=Config,
+    run=run,
+    check=check,
+    figures=lambda session, cfg, r: [variants.plot_curves(session.out, cfg.variants, r.data["families"])],
+    summary=summary,
+    printed=lambda cfg, r, text: (
+        text + ("" if r.data["done"] else f"\nnot finished: run the same command again to resume ({r.data['out']})")
+    ),
+    outputs=("accuracy.csv", "convergence.csv", "tests.csv"),
+    figure_files=("learning_curves.png",),
+    selection=SELECTION,
+)
+
+
+main = runner.entry(SPEC, __name__, returns="True when every recipe is finished.")

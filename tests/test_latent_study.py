@@ -287,15 +287,7 @@ MICRO = latent_reasoning.Config(
     reference_steps=0,
     variants=("latent",),
     training=dataclasses.replace(
-        TINY,
-        # two families: the draw still switches between generators and the tables split by family, and its
-        # program compiles in about half the time of the five's
-        task=dataclasses.replace(TINY.task, families=("read", "gravity")),
-        seeds=1,
-        n_train=100,
-        n_val=20,
-        n_test=20,
-        train=train.Config(steps=4, steps_per_call=4, warmup=1),
+        TINY, seeds=1, n_train=100, n_val=20, n_test=20, train=train.Config(steps=4, steps_per_call=4, warmup=1)
     ),
 )
 

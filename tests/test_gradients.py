@@ -160,7 +160,9 @@ def test_grad_of_run_fixed_in_every_knob_matches_finite_differences(config):
     differences of the float64 reference, and in float64 to 1e-6."""
     seed, n, t, d, knobs, n_steps, masked, stochastic = config
     x, t0, mask, c = _problem(seed, n, t, d, masked)
-    key = jax.random.key(seed) if stochastic else None
+    # a key for every run (with langevin 0 it draws nothing): the default configs' float32 program is the
+    # one test_vmapped_gradients_over_batched_knobs_are_finite_and_per_run compares with
+    key = jax.random.key(seed)
     names = _differentiable(knobs)
     noise32 = _noise(key, n_steps, t0.shape) if stochastic else None
     fd = _fd_knobs(x, t0, knobs, n_steps, mask, c, noise32, names)
@@ -190,7 +192,7 @@ def test_grad_in_points_and_initial_tokens(config):
         return float(np.sum(c * t) + 0.5 * np.sum(t**2))
 
     with jax.enable_x64(True):
-        _, gx, gt = _grad_run_fixed(x, t0, knobs, n_steps, mask, c, None, jnp.float64)
+        _, gx, gt = _grad_run_fixed(x, t0, knobs, n_steps, mask, c, jax.random.key(seed), jnp.float64)
     np.testing.assert_allclose(float(np.sum(np.asarray(gt) * ut)), _central(lambda e: ref(e, 0.0), 0.0), rtol=1e-6)
     np.testing.assert_allclose(float(np.sum(np.asarray(gx) * ux)), _central(lambda e: ref(0.0, e), 0.0), rtol=1e-6)
     if mask is not None:  # padded points do not enter the run
@@ -355,7 +357,9 @@ def test_vmapped_gradients_over_batched_knobs_are_finite_and_per_run():
     off (the conds become selects: the untaken branch must not leak NaN or change the value). In the
     default run: it is the check that fails on JAX 0.10.1 (inside ``lax.cond`` under ``vmap(grad)``),
     which sets pyproject.toml's ``jax>=`` bound that CI's lowest-JAX run checks with the default suite."""
-    x, t0, mask, c = _problem(12, 50, 3, 2, False)
+    _, n, t, d, _, n_steps, masked, _ = CONFIGS[0]  # its shapes: the runs one by one are its float32 program
+    x, t0, mask, c = _problem(12, n, t, d, masked)
+    x, t0, c = (jnp.asarray(a, jnp.float32) for a in (x, t0, c))
     items = [
         dict(temperature=1.0),
         dict(temperature=0.8, sinkhorn_iters=5),
@@ -365,12 +369,12 @@ def test_vmapped_gradients_over_batched_knobs_are_finite_and_per_run():
     key = jax.random.key(0)
 
     def grad_one(hp):
-        return jax.grad(lambda hp: _loss(dynamics.run_fixed(x, t0, hp, n_steps=6, tol=0.0, key=key).tokens, c))(hp)
+        tokens = lambda hp: dynamics.run_fixed(x, t0, hp, mask=mask, n_steps=n_steps, tol=0.0, key=key).tokens
+        return jax.grad(lambda hp: _loss(tokens(hp), c))(hp)
 
     batched = jax.jit(jax.vmap(grad_one))(dynamics.Hparams.stack([dynamics.Hparams(**k) for k in items]))
-    grad_one = jax.jit(grad_one)  # one program for the four runs (the knobs are traced)
-    for i, k in enumerate(items):
-        one = grad_one(_hparams(k, jnp.float32))
+    for i, k in enumerate(items):  # one program for the four runs (the knobs are traced)
+        one = _grads_run_fixed(x, t0, _hparams(k, jnp.float32), mask, c, key, n_steps)[1][0]
         for f in dynamics.FIELDS:
             b = np.asarray(getattr(batched, f))[i]
             assert np.isfinite(b), (f, k)
@@ -385,7 +389,7 @@ def test_sinkhorn_count_is_traced_under_grad():
     x32, t32, c32 = (jnp.asarray(a, jnp.float32) for a in (x, t0, c))
 
     def f(hp):
-        value, (g, _, _) = _grads_run_fixed(x32, t32, hp, mask, c32, None, n_steps)
+        value, (g, _, _) = _grads_run_fixed(x32, t32, hp, mask, c32, jax.random.key(seed), n_steps)
         return value, g
 
     f(_hparams(dict(sinkhorn_iters=3), jnp.float32))

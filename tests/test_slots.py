@@ -691,6 +691,20 @@ def test_bad_images_for_apply(params0, bad, err):
     assert compiled == []
 
 
+def test_bad_key_or_config_for_init_refused_before_compile():
+    """init is one program per configuration; a key that is not a PRNG key, a dict in place of a
+    Config or a Config that does not validate is refused naming it, before anything compiles."""
+    key = jax.random.key(0)
+    with jax_compilations() as compiled:
+        with pytest.raises(TypeError, match="key must be a PRNG key"):
+            slot_attention.init(0, CFG)
+        with pytest.raises(TypeError, match="cfg must be a tokdyn.models.slots.Config, got dict"):
+            slot_attention.init(key, dict(CFG.__dict__))
+        with pytest.raises(ValueError, match="encoder_channels"):
+            slot_attention.init(key, dataclasses.replace(CFG, encoder_channels=()))
+    assert compiled == []
+
+
 def test_bad_input_for_training(pool):
     """A bad configuration or learning rate is refused before anything compiles; a pool of other
     images when the step is traced, naming it."""

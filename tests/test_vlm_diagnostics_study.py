@@ -355,12 +355,13 @@ def test_a_decoding_setting_generation_refuses_exits_2_before_any_work(tmp_path,
     assert not out.exists()
 
 
-def test_the_analyses_at_a_micro_size_on_the_random_model(tmp_path):
+def test_the_analyses_at_a_micro_size_on_the_random_model(tmp_path, capsys):
     """Every analysis over generation (accuracy, decomposition, mediation, similarity, DMLR without and with
     its injection) on the tiny random model at a micro size: each table written with its rows in range (the
     accuracy's settings the clean run, plain and every intervention; the decomposition's every setting; the
-    mediation's three paths; rates in [0, 1], KLs >= 0), the report's paired columns present. The full tier
-    runs the --quick preset and checkpoints end to end."""
+    mediation's three paths; rates in [0, 1], KLs >= 0), the report's paired columns present. The random model
+    opens a block of its own after the forced one, which the run says on stderr and at the
+    top of its summary. The full tier runs the --quick preset and checkpoints end to end."""
     cfg = dataclasses.replace(
         tiny(""),
         analyses=("accuracy", "decomposition", "mediation", "similarity", "optimisation", "injection"),
@@ -385,6 +386,9 @@ def test_the_analyses_at_a_micro_size_on_the_random_model(tmp_path):
         assert len(rows["instance"]) == 2 and np.isfinite(rows["reward_best"]).all()
     text = (out / "summary.md").read_text()
     assert "vs none (paired)" in text and "vs full (paired)" in text and "McNemar" in text
+    err = capsys.readouterr().err
+    assert "of 2 instances opened a second block by themselves after the forced one" in err, err
+    assert "**Warning: " in text and "opened a second block by themselves" in text
 
 
 def test_config_refusals_and_the_time_estimate(tmp_path):
@@ -585,12 +589,6 @@ def test_generated_latents_need_the_checkpoints_tokens_and_blocks(tmp_path, caps
     ]
     code, err = _exit([*swapped, "--out", str(tmp_path / "b")], capsys)
     assert code == 2 and "no instance of 1 wrote a whole latent block" in err and "right way round" in err, err
-    # the same checkpoint in block mode: it opens blocks of its own after the forced one, which the run says
-    # on stderr and at the top of its summary
-    marks = [*LATENT_MARKS, "<|latent_pad|>", "--n-latents", "4", "--new-tokens", "30", "--analyses", "accuracy"]
-    code, err = _exit([*base[:8], *marks, "--out", str(tmp_path / "d")], capsys)
-    assert code == 0 and "opened a second block by themselves" in err, err
-    assert "**Warning: " in (tmp_path / "d" / "summary.md").read_text()
     ckpt = tmp_path / "ckpt"
     shutil.copytree(LATENT_FIXTURE, ckpt)
     (ckpt / "latent_mode.json").write_text(
@@ -598,6 +596,19 @@ def test_generated_latents_need_the_checkpoints_tokens_and_blocks(tmp_path, caps
     )
     code, err = _exit(["--model", str(ckpt), *base[2:8], "--out", str(tmp_path / "c")], capsys)
     assert code == 2 and "latent_mode.json disagrees with the checkpoint's tokenizer" in err, err
+
+
+# the latent checkpoint in block mode (a run of its own, about 5 CPU-s): it opens blocks of its own after the
+# forced one, which the run says on stderr and at the top of its summary; the default run has the same warning
+# from the random model (test_the_analyses_at_a_micro_size_on_the_random_model)
+@pytest.mark.full
+def test_a_latent_checkpoint_in_block_mode_says_it_opens_blocks_of_its_own(tmp_path, capsys):
+    path = write_instances(tmp_path, LINES[2:3])
+    base = ["--model", str(LATENT_FIXTURE), "--instances", str(path), "--image-size", "56", "--n-tokens", "2"]
+    marks = [*LATENT_MARKS, "<|latent_pad|>", "--n-latents", "4", "--new-tokens", "30", "--analyses", "accuracy"]
+    code, err = _exit([*base, *marks, "--out", str(tmp_path / "d")], capsys)
+    assert code == 0 and "opened a second block by themselves" in err, err
+    assert "**Warning: " in (tmp_path / "d" / "summary.md").read_text()
 
 
 # the tiny checkpoint with added latent tokens that enters latent mode by itself, through --latents generated

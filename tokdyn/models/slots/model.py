@@ -137,8 +137,18 @@ def slot_noise(key, cfg: Config, batch: int):
     return jax.random.normal(key, (batch, cfg.slots, cfg.slot_size))
 
 
+def _check_init(key, cfg):
+    _checks.prng_key("key", key)
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be a tokdyn.models.slots.Config, got {type(cfg).__name__}")
+    cfg.validate()
+
+
+@_checks.checked_jit(_check_init, static_argnames=("cfg",))
 def init(key, cfg: Config) -> dict:
-    """Parameters of the autoencoder (``{"params": ...}``, flax's layout)."""
+    """Parameters of the autoencoder (``{"params": ...}``, flax's layout): one program per ``cfg``
+    (static; called eagerly, flax's initialisers would otherwise compile and run op by op). Checked
+    first: a PRNG key and a ``Config`` that validates."""
     images = jnp.zeros((1, cfg.size, cfg.size, 3))
     return Autoencoder(cfg).init(key, images, slot_noise(key, cfg, 1))
 

@@ -42,9 +42,12 @@ FAMILIES = ("read", "gravity", "path")  # the control and two that imagination h
 BASELINE_LABELS = {"chance": "chance (each family's most frequent letter)"}
 # The time estimate: the models' training FLOPs at FLOPS plus STEP_SECONDS a step for what does not grow with
 # the model (dispatch, evaluation, checkpoints), on the reference CPU (a 2-core x86_64), scaled by this machine's
-# training and host rates (tokdyn.experiment.rates). FLOPS is an effective rate of the tiny organisms' steps.
-FLOPS = 2e9
+# training and host rates (tokdyn.experiment.rates). FLOPS is an effective rate (the FLOP count is a rough upper
+# bound), set from one run: `direct`, 2 seeds of the default organism, 6,000 steps in 1,211 s on one core of the
+# 2-core VM, where 2e9 had projected 33,418 s (benchmarks/runs/cpu-2026-11-28-latent-organisms-6c92cb2/).
+FLOPS = 5e10
 STEP_SECONDS = 0.02
+COMPILE_SECONDS = 60.0  # a recipe's programs (its training chunk, initial state, answers), at the host rate
 
 
 def default_training() -> organism.Config:
@@ -177,7 +180,8 @@ class Config:
 
     def estimate(self) -> study_dir.Estimate:
         """What training asks of the machine, from the sizes alone: the pools' pixels on the host, the models'
-        training states, one step's activations; the time at :data:`FLOPS` and :data:`STEP_SECONDS`."""
+        training states, one step's activations; the time at :data:`FLOPS`, :data:`STEP_SECONDS` and
+        :data:`COMPILE_SECONDS` (rough: set from one default-sized run)."""
         tc = self.training
         patches = (tc.tasks.image_size // 14) ** 2 * 3 * 14 * 14  # one image's pixel values
         tokens = tc.tasks.image_tokens + 80 + tc.n_latents + organism.CAPTION_TOKENS  # a sequence, about
@@ -200,7 +204,7 @@ class Config:
             memory=sizes[option],
             option=option,
             models=len(self.variants) * tc.seeds,
-            work={"training": flops / FLOPS, "host": STEP_SECONDS * steps},
+            work={"training": flops / FLOPS, "host": STEP_SECONDS * steps + COMPILE_SECONDS * len(self.variants)},
         )
 
 

@@ -431,8 +431,9 @@ NAMES = registry.NAMES
 BAD = {
     "token-dynamics": ("seeds", 0, "seeds must be an int >= 1"),  # (field, value, words of the refusal)
     "latent-reasoning": ("patience", -1.0, "patience must be in (0, 1]"),
+    "latent-organisms": ("patience", -1.0, "patience must be in (0, 1]"),
 }
-OTHER = {"latent-reasoning": ("patience", 0.3)}  # a field that is stamped, and another value of it
+OTHER = {"latent-reasoning": ("patience", 0.3), "latent-organisms": ("patience", 0.3)}  # a field that is stamped, and another value of it
 SEED = ("root_seed", 7)
 COMPILE = "/jax/core/compile/backend_compile_duration"
 

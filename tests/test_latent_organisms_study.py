@@ -53,6 +53,11 @@ MICRO = lo.Config(
 )
 
 
+# The micro run trains a Qwen2.5-VL recipe (about 20 CPU-s of compiles on the 2-core VM), so it runs in the full
+# tier; the default tier covers its parts: the answers it tables (test_organism_training's
+# test_answers_are_the_teacher_forced_letters_scored_per_family), the training pass and its losses
+# (test_vlm_training), the tables, stop rule and paired tests over a store (experiment.variants, through
+# test_latent_study's micro run), and this study's refusals and quick preset (below).
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("organisms") / "out")
@@ -60,6 +65,7 @@ def micro(tmp_path_factory):
     return out
 
 
+@pytest.mark.full
 def test_a_micro_run_tables_its_kept_answers_and_saves_each_organism(micro):
     out = micro
     data = organism.splits(MICRO.training)
@@ -115,6 +121,7 @@ def test_the_recipes_are_tested_against_direct_as_scipy_tests_them(tmp_path):
     assert os.path.exists(lo.organism_dir(out, "direct", 1) + "/config.json")
 
 
+@pytest.mark.full
 def test_a_rerun_trains_nothing_and_reports_the_same(micro, monkeypatch):
     before = open(f"{micro}/accuracy.csv").read()
     monkeypatch.setattr(organism, "train_models", lambda *a, **k: pytest.fail("a finished recipe trained again"))

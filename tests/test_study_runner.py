@@ -433,7 +433,10 @@ BAD = {
     "latent-reasoning": ("patience", -1.0, "patience must be in (0, 1]"),
     "latent-organisms": ("patience", -1.0, "patience must be in (0, 1]"),
 }
-OTHER = {"latent-reasoning": ("patience", 0.3), "latent-organisms": ("patience", 0.3)}  # a field that is stamped, and another value of it
+OTHER = {
+    "latent-reasoning": ("patience", 0.3),
+    "latent-organisms": ("patience", 0.3),
+}  # a field that is stamped, and another value of it
 SEED = ("root_seed", 7)
 COMPILE = "/jax/core/compile/backend_compile_duration"
 

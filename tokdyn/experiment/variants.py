@@ -2,7 +2,7 @@
 converged, judged from its learning curve (:func:`converged`, :func:`curve_logger`), the tables per variant x
 family x seed with their baselines (:func:`collect`), every variant against each reference per family
 (:func:`paired_tests`), the summary's table (:func:`summary_table`) and the learning curves
-(:func:`plot_curves`). Over a store of trained models (:mod:`tokdyn.train.store`): the variants' names are its
+(:func:`plot_curves`); a finished training's test committed to the store (:func:`tested`, :func:`write_tested`). Over a store of trained models (:mod:`tokdyn.train.store`): the variants' names are its
 models' names. Host functions over NumPy."""
 
 from __future__ import annotations
@@ -247,4 +247,54 @@ def plot_curves(out: str, names: Sequence[str], families: Sequence[str]) -> Opti
     return figures.save(fig, os.path.join(out, "learning_curves.png"), dpi=110)
 
 
-__all__ = ["collect", "converged", "curve_logger", "paired_tests", "plot_curves", "summary_table"]
+def tested(res: train.Result, which: str, seeds: int):
+    """``(state, step)`` of a finished training ``res`` that answers the test questions: its best state and the
+    step of each seed's best (``which="best"``) or its last state and step (``"final"``)."""
+    if which == "best":
+        return res.best_state, res.best_step
+    return res.state, np.full(seeds, int(np.asarray(res.state.step)[0]))
+
+
+def write_tested(
+    out: str, name: str, res: train.Result, rows: dict, conv: dict, answers, accuracy: dict, *, which: str, budget: int
+) -> None:
+    """Commit variant ``name``'s test to the store ``out``: its curve ``rows``, its ``answers`` (with a copy of
+    the curve and the steps trained, ``conv["steps"]``) and its result (:func:`converged`'s ``conv``, the
+    ``accuracy`` per family, the tested state's steps, the non-finite steps, the digests), the result last: it
+    commits the others (:mod:`tokdyn.train.store`)."""
+    p = store.paths(out, name)
+    _, tested_step = tested(res, which, len(conv["converged"]))
+    io.write_csv(p["curve"], rows)  # the rows of exactly the steps trained (a resume may have dropped some)
+    with open(p["curve"], "rb") as f:
+        curve = np.frombuffer(f.read(), np.uint8)
+    io.save_npz(p["answers"], answers=answers, curve_csv=curve, steps=conv["steps"])
+    store.write_result(
+        p["result"],
+        {
+            "variant": name,
+            "steps": conv["steps"],
+            "budget": budget,
+            "accuracy": accuracy,
+            "best_step": conv["best_step"],
+            "best_val": conv["best"],
+            "tested": which,
+            "tested_step": tested_step,
+            "converged": conv["converged"],
+            "nan_step": np.asarray(res.state.nan_step),
+            "skipped_steps": np.asarray(res.state.skipped),
+            "answers_sha256": store.answers_digest(answers),
+            **store.checkpoint_record(p["checkpoint"]),
+        },
+    )
+
+
+__all__ = [
+    "collect",
+    "converged",
+    "curve_logger",
+    "paired_tests",
+    "plot_curves",
+    "summary_table",
+    "tested",
+    "write_tested",
+]

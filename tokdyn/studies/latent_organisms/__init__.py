@@ -23,7 +23,6 @@ import time
 from typing import Optional
 
 import jax
-import numpy as np
 
 from tokdyn import _checks, io, train
 from tokdyn.experiment import runner, variants
@@ -234,37 +233,15 @@ def write_tested(cfg: Config, name: str, out: str, res: train.Result, rows: dict
     """Test the finished training ``res`` of recipe ``name`` at its tested state on the test set, save each seed
     as a checkpoint (``save_organisms``) and write its curve, answers and result (the result last: it commits
     the others)."""
-    p, tc = store.paths(out, name), cfg.training
-    tested = res.best_state if cfg.tested == "best" else res.state
-    tested_step = res.best_step if cfg.tested == "best" else np.full(tc.seeds, int(np.asarray(res.state.step)[0]))
-    answers = organism.answers(tc, name, tested.params, data.test)
+    tc = cfg.training
+    state, _ = variants.tested(res, cfg.tested, tc.seeds)
+    answers = organism.answers(tc, name, state.params, data.test)
     acc = evaluation.accuracy(answers, data.test)
     if cfg.save_organisms:
         for s in range(tc.seeds):
-            organism.save(organism_dir(out, name, s), tc, name, jax.tree_util.tree_map(lambda x: x[s], tested.params))
+            organism.save(organism_dir(out, name, s), tc, name, jax.tree_util.tree_map(lambda x: x[s], state.params))
     conv = convergence(cfg, name, rows)
-    io.write_csv(p["curve"], rows)  # the rows of exactly the steps trained (a resume may have dropped some)
-    with open(p["curve"], "rb") as f:
-        curve = np.frombuffer(f.read(), np.uint8)
-    io.save_npz(p["answers"], answers=answers, curve_csv=curve, steps=conv["steps"])
-    store.write_result(
-        p["result"],
-        {
-            "variant": name,
-            "steps": conv["steps"],
-            "budget": tc.train.steps,
-            "accuracy": acc,
-            "best_step": conv["best_step"],
-            "best_val": conv["best"],
-            "tested": cfg.tested,
-            "tested_step": tested_step,
-            "converged": conv["converged"],
-            "nan_step": np.asarray(res.state.nan_step),
-            "skipped_steps": np.asarray(res.state.skipped),
-            "answers_sha256": store.answers_digest(answers),
-            **store.checkpoint_record(p["checkpoint"]),
-        },
-    )
+    variants.write_tested(out, name, res, rows, conv, answers, acc, which=cfg.tested, budget=tc.train.steps)
 
 
 def run_variant(cfg: Config, name: str, out: str, data: organism.Splits, *, deadline=None, progress=None) -> bool:

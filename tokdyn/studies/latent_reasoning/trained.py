@@ -9,7 +9,6 @@ import os
 from typing import Optional, Sequence
 
 import jax
-import numpy as np
 
 from tokdyn import io, train
 from tokdyn.experiment import study as study_dir
@@ -70,36 +69,12 @@ def write_tested(cfg: Config, name: str, out: str, res: train.Result, rows: dict
     """Test the finished training ``res`` of variant ``name`` at its tested state
     (:attr:`Config.tested`) on ``test`` and write its curve ``rows``, answers and result under
     ``out`` (the result last: it commits the others, :mod:`tokdyn.train.store`)."""
-    p, tc = store.paths(out, name), training(cfg, name)
-    state = res.state
-    tested = res.best_state if cfg.tested == "best" else state
-    tested_step = res.best_step if cfg.tested == "best" else np.full(tc.seeds, int(np.asarray(state.step)[0]))
-    answers, captions = evaluation.answers(tc, name, tested.params, test)
+    tc = training(cfg, name)
+    state, _ = variants.tested(res, cfg.tested, tc.seeds)
+    answers, captions = evaluation.answers(tc, name, state.params, test)
     acc = evaluation.accuracy(tc, name, answers, captions, test)
     conv = convergence(cfg, name, rows)
-    io.write_csv(p["curve"], rows)  # the rows of exactly the steps trained (a resume may have dropped some)
-    with open(p["curve"], "rb") as f:
-        curve = np.frombuffer(f.read(), np.uint8)
-    io.save_npz(p["answers"], answers=answers, curve_csv=curve, steps=conv["steps"])  # the result, written
-    # last, commits both
-    store.write_result(
-        p["result"],
-        {
-            "variant": name,
-            "steps": conv["steps"],
-            "budget": tc.train.steps,
-            "accuracy": acc,
-            "best_step": conv["best_step"],
-            "best_val": conv["best"],
-            "tested": cfg.tested,
-            "tested_step": tested_step,
-            "converged": conv["converged"],
-            "nan_step": np.asarray(state.nan_step),
-            "skipped_steps": np.asarray(state.skipped),
-            "answers_sha256": store.answers_digest(answers),
-            **store.checkpoint_record(p["checkpoint"]),
-        },
-    )
+    variants.write_tested(out, name, res, rows, conv, answers, acc, which=cfg.tested, budget=tc.train.steps)
 
 
 def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadline=None, progress=None) -> bool:

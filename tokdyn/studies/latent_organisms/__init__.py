@@ -43,7 +43,8 @@ BASELINE_LABELS = {"chance": "chance (each family's most frequent letter)"}
 # the model (dispatch, evaluation, checkpoints), on the reference CPU (a 2-core x86_64), scaled by this machine's
 # training and host rates (tokdyn.experiment.rates). FLOPS is an effective rate (the FLOP count is a rough upper
 # bound), set from one run: `direct`, 2 seeds of the default organism, 6,000 steps in 1,211 s on one core of the
-# 2-core VM, where 2e9 had projected 33,418 s (benchmarks/runs/cpu-2026-11-28-latent-organisms-6c92cb2/).
+# 2-core VM, where 2e9 had projected 33,418 s (benchmarks/runs/cpu-2026-11-28-latent-organisms-6c92cb2/); the
+# 4-layer run after it took 2,119 s where it projected 2,108 s (...-latent-organisms-L4-889cbeb/).
 FLOPS = 5e10
 STEP_SECONDS = 0.02
 COMPILE_SECONDS = 60.0  # a recipe's programs (its training chunk, initial state, answers), at the host rate
@@ -51,13 +52,15 @@ COMPILE_SECONDS = 60.0  # a recipe's programs (its training chunk, initial state
 
 def default_training() -> organism.Config:
     """The organisms the study trains by default: a 4 x 4 grid of 4 colours, the :data:`FAMILIES`, the 5 answers
-    of each family in their own order (``order="fixed"``: a letter names one value), the organism's default model
-    (decoder 2 x 64, vision tower 2 x 32), 4 latents a block, 3,000 steps of 32 instances."""
+    of each family in their own order (``order="fixed"``: a letter names one value), a decoder of 4 layers x 64
+    (with 2, one seed of ``direct`` never learns to read a cell: ``benchmarks/runs/cpu-2026-11-28-latent-organisms-
+    L4-889cbeb/``), the vision tower 2 x 32, 4 latents a block, 3,000 steps of 32 instances."""
     return organism.Config(
         tasks=organism_tasks.Config(
             task=grid_tasks.Config(grid_size=4, n_colours=4, families=FAMILIES), n_options=5, order="fixed"
         ),
         train=optim.Config(steps=3000, steps_per_call=100, warmup=100, decay="cosine", clip_norm=1.0),
+        layers=4,
         n_train=8192,
         n_val=256,
         n_test=512,
@@ -154,6 +157,7 @@ class Config:
             training=dataclasses.replace(
                 base,
                 hidden_size=32,
+                layers=2,
                 heads=2,
                 kv_heads=1,
                 intermediate_size=48,

@@ -104,9 +104,13 @@ def test_answers_are_the_teacher_forced_letters_scored_per_family():
         one = jax.tree_util.tree_map(lambda x: x[m], params)
         return vlm_training.forward(lay, one, T.batch_of(CFG, "latent", 0, test, jnp.arange(8))).logits
 
-    for m in range(2):
-        logits = np.asarray(forward(params, m))
-        np.testing.assert_array_equal(got[m], logits[:, 0].argmax(-1))
+    for m in range(2):  # two programs: the argmax is held only where the top two logits are apart by more than
+        # float32 rounding at their scale (a near-tie may fall either way on another CPU)
+        first = np.asarray(forward(params, m))[:, 0].astype(np.float64)
+        top2 = np.sort(first, -1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 1e-4 * np.abs(first).max(-1)
+        assert clear.sum() >= 6, clear
+        np.testing.assert_array_equal(got[m][clear], first.argmax(-1)[clear])
     tok = T.tokenizer()
     ids = [tok.token_to_id(c) for c in "ABCDE"] + [T.pad_id()]
     np.testing.assert_array_equal(T.option_of(CFG, np.array([ids])), [[0, 1, 2, 3, -1, -1]])  # 4 options

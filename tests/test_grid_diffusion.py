@@ -159,9 +159,10 @@ def test_nll_of_the_autoregressive_model_is_its_summed_cross_entropy():
     cfg = sequence.Config(
         model="token_ar", length=5, vocab_size=7, width=16, depth=1, train=train.Config(steps=10, steps_per_call=5)
     )
-    params = sequence.init(jax.random.key(0), cfg)
+    params = jax.jit(sequence.init, static_argnums=1)(jax.random.key(0), cfg)
     x = jnp.asarray(np.random.default_rng(0).integers(0, 7, (3, 5)), jnp.int32)
-    logits = sequence.apply(params, cfg, jnp.concatenate([jnp.full((3, 1), 7), x[:, :-1]], 1), jnp.zeros(3, jnp.int32))
+    apply = jax.jit(sequence.apply, static_argnums=1)  # one program, not op by op
+    logits = apply(params, cfg, jnp.concatenate([jnp.full((3, 1), 7), x[:, :-1]], 1), jnp.zeros(3, jnp.int32))
     want = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), np.asarray(x)[..., None], -1)[..., 0].sum(1)
     np.testing.assert_allclose(sequence.nll_bound(jax.random.key(1), params, cfg, x), want, rtol=1e-5)
     with pytest.raises(ValueError, match="has a density"):

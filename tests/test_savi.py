@@ -200,17 +200,21 @@ def test_scan_equals_a_loop_of_the_frame_step(moving, clips):
     key = jax.random.key(5)
     videos = jnp.asarray(clips.images)
     out = savi.apply(key, params, CFG, videos)
+    # each part compiled once (the loop calls it frame after frame) instead of op by op
+    encode, start, step, predict, decode = (
+        jax.jit(f, static_argnums=1) for f in (savi.encode, savi.start, savi.step, savi.predict, savi.decode)
+    )
     z = savi.frame_noise(key, CFG, videos.shape[0])
-    feats = savi.encode(params, CFG, videos)
-    s, a, predicted = savi.start(params, CFG, feats[:, 0], z)
+    feats = encode(params, CFG, videos)
+    s, a, predicted = start(params, CFG, feats[:, 0], z)
     rows = []
     for t in range(videos.shape[1]):
         if t:
-            s, a, predicted = savi.step(params, CFG, s, feats[:, t])
+            s, a, predicted = step(params, CFG, s, feats[:, t])
             np.testing.assert_allclose(
-                np.asarray(savi.predict(params, CFG, rows[-1][0])), np.asarray(predicted), rtol=1e-5, atol=1e-6
+                np.asarray(predict(params, CFG, rows[-1][0])), np.asarray(predicted), rtol=1e-5, atol=1e-6
             )
-        recon, _, alpha = savi.decode(params, CFG, s, a)
+        recon, _, alpha = decode(params, CFG, s, a)
         rows.append((s, a, predicted, recon, alpha))
     for i, name in enumerate(("slots", "attention", "predicted", "recon", "alpha")):
         loop = np.stack([np.asarray(r[i]) for r in rows], axis=1)

@@ -283,11 +283,19 @@ def test_study_continues_an_unfinished_variant_from_its_checkpoint(tmp_path, mon
 # Their full runs: test_study_writes_outputs_and_resumes here, test_latent_diagnostics_study.py's and
 # test_latent_optimisation.py's test_study_writes_its_tables.
 
+# One latent step (TINY has two): every program of the three studies unrolls the model once per latent
+# step, and none of the properties checked below depends on how many there are.
 MICRO = latent_reasoning.Config(
     reference_steps=0,
     variants=("latent",),
     training=dataclasses.replace(
-        TINY, seeds=1, n_train=100, n_val=20, n_test=20, train=train.Config(steps=4, steps_per_call=4, warmup=1)
+        TINY,
+        seeds=1,
+        n_latents=1,
+        n_train=100,
+        n_val=20,
+        n_test=20,
+        train=train.Config(steps=4, steps_per_call=4, warmup=1),
     ),
 )
 

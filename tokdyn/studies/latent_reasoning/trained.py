@@ -100,7 +100,11 @@ def run_variant(cfg: Config, name: str, out: str, data: tasks.Splits, *, deadlin
     rows = store.resume_rows(p, tc.seeds, tc.train.steps_per_call)
 
     def evaluate(step, state):
-        return {f"val_{k}": v for k, v in evaluation.evaluate(tc, name, state.params, data.val).items()}
+        # the weights as host arrays, as the tested state and the analyses' loaded weights are: the
+        # validation and the test answers are one compiled program (the training's weights carry the
+        # runs' sharding, another input type)
+        params = jax.device_get(state.params)
+        return {f"val_{k}": v for k, v in evaluation.evaluate(tc, name, params, data.val).items()}
 
     res = train.train_many(
         latent_training.trainer(tc, name),

@@ -257,7 +257,10 @@ def run_variant(cfg: Config, name: str, out: str, data: organism.Splits, *, dead
     rows = store.resume_rows(p, tc.seeds, tc.train.steps_per_call)
 
     def evaluate(step, state):
-        return {f"val_{k}": v for k, v in evaluation.evaluate(tc, name, state.params, data.val).items()}
+        # the weights as host arrays, as the tested state's are: the validation and the test answers are
+        # one compiled program (the training's weights carry the runs' sharding, another input type)
+        params = jax.device_get(state.params)
+        return {f"val_{k}": v for k, v in evaluation.evaluate(tc, name, params, data.val).items()}
 
     stop = variants.curve_logger(
         p["curve"], rows, tc.seeds, tc.train.steps_per_call, lambda r: convergence(cfg, name, r)

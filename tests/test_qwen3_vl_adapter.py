@@ -1,11 +1,11 @@
 """Qwen3-VL under the diagnostics' ``apply`` protocol (``tokdyn.models.qwen3_vl.adapter``, the shared adapter of
 ``tokdyn.models.vlm.adapter`` bound to Qwen3-VL's forward pass) and its vision probes, on the tiny random
 checkpoint ``tests/fixtures/qwen3_vl_tiny``: the protocol's logits equal the model's own forward pass (itself
-equal to ``transformers``', ``test_qwen3_vl.py``), with the images encoded once or in every call; selected
-attention rows and hidden entries equal the full call's and a NumPy recomputation of each layer from them,
-deepstack addition included; ``inject`` equals the image tokens really inserted before the block with their
-deepstack features; the probes' merged features equal ``transformers``' image features and their patches are in
-raster order."""
+equal to ``transformers``', ``test_qwen3_vl.py``), with the images encoded once or in every call (full tier);
+selected attention rows and hidden entries equal the full call's and a NumPy recomputation of each layer from
+them, deepstack addition included (full tier); ``inject`` equals the image tokens really inserted before the
+block with their deepstack features; the probes' merged features equal ``transformers``' image features and their
+patches are in raster order."""
 
 from __future__ import annotations
 
@@ -82,6 +82,11 @@ def test_an_encoded_batch_gives_the_same_logits(setup):
     assert_close(setup["apply"](model.params, encoded).logits, setup["full"].logits)
 
 
+# the shared adapter's selection on the second family (about 3 CPU-s): the default run has it on Qwen2.5-VL
+# (test_qwen2_5_vl_apply's test_select_equals_full_and_numpy: the full call and NumPy), and Qwen3-VL's deepstack
+# rows in its full call (test_logits_equal_the_model) and its inserted copies (test_inject_is_the_image_tokens_
+# inserted_with_their_deepstack)
+@pytest.mark.full
 def test_select_equals_full_and_numpy(setup):
     """Selected entries and rows (an image token's, the latent slots', the answer's) equal the full call's; each
     layer's output at the rows follows in NumPy from its input and the returned attention rows, plus the layer's

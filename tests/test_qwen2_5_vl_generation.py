@@ -210,18 +210,20 @@ def test_block_mode_is_generation_with_a_forced_block(model, ref):
 def test_a_block_cut_by_the_token_limit_is_marked_cut(model, ref):
     """A block the token limit cuts is counted as opened, marked incomplete (cut), holds only the latents
     written, and leaves no answer: Generation.cut, .blocks and .answer_start say so; the same run with room
-    enough completes it."""
-    mode = vlm.LatentMode(128, 129, 130, SIZE)
+    enough completes it. (The clean run's program: the block forced near the end of its 40 steps, its start a
+    token the model does not open blocks with by itself.)"""
+    mode = vlm.LatentMode(127, 129, 130, SIZE)
     args = (ref["ids"], ref["pixels"], ref["grid"], ref["mask"])
-    cut = model.generate(*args, max_new_tokens=3, do_sample=False, latent=mode, block_at=0)
+    cut = model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode, block_at=STEPS - 3)
     np.testing.assert_array_equal(cut.n_blocks, [1, 1, 1])
     np.testing.assert_array_equal(cut.cut, [True, True, True])
     np.testing.assert_array_equal(cut.blocks, [0, 0, 0])
-    assert cut.latents.shape[2] == 3 and (cut.latents[:, 0, :2] != 0).any() and not cut.latents[:, 0, 2].any()
-    assert [cut.answer_start(r) for r in range(3)] == [3, 3, 3] and cut.text(_Ids(), after_latents=True)[0] == ""
-    whole = model.generate(*args, max_new_tokens=SIZE + 2, do_sample=False, latent=mode, block_at=0)
+    assert cut.latents.shape[2] == SIZE and (cut.latents[:, 0, :2] != 0).any() and not cut.latents[:, 0, 2:].any()
+    assert [cut.answer_start(r) for r in range(3)] == [STEPS] * 3 and cut.text(_Ids(), after_latents=True)[0] == ""
+    whole = model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode, block_at=STEPS - SIZE - 2)
+    np.testing.assert_array_equal(whole.n_blocks, [1, 1, 1])
     np.testing.assert_array_equal(whole.cut, [False] * 3)
-    assert [whole.answer_start(r) for r in range(3)] == [SIZE + 2] * 3
+    assert [whole.answer_start(r) for r in range(3)] == [STEPS] * 3
 
 
 class _Ids:

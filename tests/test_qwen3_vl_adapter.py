@@ -9,6 +9,7 @@ patches are in raster order."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jax
@@ -132,14 +133,21 @@ def inserted(setup, inject, deep_copies=True):
     copies = extra if deep_copies else np.zeros_like(extra)
     rows = np.concatenate([np.concatenate([feats[b], feats[b]]) for b in range(len(ids))])  # the batch's order
     deep = np.concatenate([np.concatenate([extra[b], copies[b]], 1) for b in range(len(ids))], 1)  # (K, 2BN, D)
-    x = text.embed(params["text"], jnp.asarray(grown), jnp.asarray(rows), cfg.image_token_id)
-    ds = text.deepstack_embeddings(jnp.asarray(grown), jnp.asarray(deep), cfg.image_token_id)
-    order = jnp.arange(grown.shape[1])
-    mask = attention.causal_mask(jnp.broadcast_to(order, grown.shape), order, jnp.asarray(keys))
-    mask = mask | jnp.eye(grown.shape[1], dtype=bool)[None]
-    h, _ = text.decode(cfg.text, params["text"], x, jnp.asarray(pos), mask, ds)
-    logits = np.asarray(text.head(cfg.text, params["text"], h))
+    logits = np.asarray(_plain_pass(cfg, params, grown, rows, deep, pos, keys))
     return np.concatenate([logits[:, :at], logits[:, at + n :]], 1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _plain_pass(cfg, params, ids, rows, deep, pos, keys):
+    """Logits of one plain forward pass of the text model over ``ids`` with image rows ``rows`` and deepstack
+    features ``deep``, each query seeing the earlier ``keys`` and itself (one program for every call)."""
+    x = text.embed(params["text"], ids, rows, cfg.image_token_id)
+    ds = text.deepstack_embeddings(ids, deep, cfg.image_token_id)
+    order = jnp.arange(ids.shape[1])
+    mask = attention.causal_mask(jnp.broadcast_to(order, ids.shape), order, keys)
+    mask = mask | jnp.eye(ids.shape[1], dtype=bool)[None]
+    h, _ = text.decode(cfg.text, params["text"], x, pos, mask, ds)
+    return text.head(cfg.text, params["text"], h)
 
 
 def test_inject_is_the_image_tokens_inserted_with_their_deepstack(setup):

@@ -516,14 +516,9 @@ def under_interventions(model, prompts: Prompts, mode: Mode, kinds, *, sources=N
 def with_source(model, prompts: Prompts, mode: Mode, source, blocks):
     """The generation of ``prompts`` with each row's latents replaced by ``source`` (B, K, S, hidden) at its
     first ``blocks[b]`` blocks (``swap`` with latents of one's own: DMLR's optimised ones), computed as
-    generated past them."""
-    source = np.asarray(source, np.float32)
-    size, hidden = mode.latent.size, source.shape[3]
-    span = min(size, mode.new_tokens)
-    iv = interventions.Intervention.make(
-        "swap", len(source), size, hidden, 1.0, source[:, :, :span], np.asarray(blocks)
-    )
-    return generate(model, prompts, mode, intervention=iv)
+    generated past them: :func:`under_interventions`'s ``swap`` with these sources."""
+    got = under_interventions(model, prompts, mode, ("swap",), sources={"swap": (source, blocks)})
+    return got["swap"]
 
 
 def under_images(model, prompts: Prompts, mode: Mode, clean, perturbed, *, kinds=(), sources=None, scale=1.0) -> dict:

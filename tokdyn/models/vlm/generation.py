@@ -368,6 +368,12 @@ def _tokenizer_ids(source: str | Path | None, mode: latent_lib.LatentMode) -> la
     return mode.resolve(read_tokenizer(Path(source) / "tokenizer.json"))
 
 
+def _host(value, dtype) -> jax.Array:
+    """``value`` (host data) as a JAX array of ``dtype`` on the default device, converted in NumPy and copied
+    over: no program is compiled for it (``jnp.asarray`` compiles one per shape and dtype)."""
+    return jax.device_put(np.asarray(value, dtype))
+
+
 def _bucketed_source(iv: iv_lib.Intervention, span: int) -> iv_lib.Intervention:
     """``iv`` with its source's blocks padded with zeros to a power of two (1, 2, 4, ...; never read: a row
     reads only its first ``source_blocks``), and a source of no block made one block of ``span`` steps, so
@@ -383,7 +389,7 @@ def _bucketed_source(iv: iv_lib.Intervention, span: int) -> iv_lib.Intervention:
     source = np.zeros((b, depth, s, hidden), np.float32)
     if k:
         source[:, :k] = np.asarray(iv.source, np.float32)
-    return dataclasses.replace(iv, source=jnp.asarray(source))
+    return dataclasses.replace(iv, source=_host(source, np.float32))
 
 
 def block_steps_of(block_at, batch: int) -> np.ndarray:
@@ -559,10 +565,10 @@ def generate(
         fam, cfg, packed_ids.shape[1], int(max_new_tokens), size, settings.do_sample, bucket, prefill_chunk
     )
     prompt = Prompt(
-        jnp.asarray(packed_ids, jnp.int32),
-        jnp.asarray(packed_mask),
-        jnp.asarray(pos, jnp.int32),
-        jnp.asarray(next_pos, jnp.int32),
+        _host(packed_ids, np.int32),
+        _host(packed_mask, bool),
+        _host(pos, np.int32),
+        _host(next_pos, np.int32),
         visual,
     )
     lat = (latent.start, latent.end, latent.pad) if latent is not None else (-1, -1, -1)
@@ -570,13 +576,13 @@ def generate(
     opt = Options(
         keys,
         decoding.knobs(settings),
-        jnp.asarray(settings.eos, jnp.int32).reshape(-1),
-        jnp.asarray(settings.pad, jnp.int32),
-        jnp.asarray(lat, jnp.int32),
-        jnp.asarray(feed, jnp.int32),
-        jnp.asarray(forced, jnp.int32),
+        _host(np.reshape(settings.eos, -1), np.int32),
+        _host(settings.pad, np.int32),
+        _host(lat, np.int32),
+        _host(feed, np.int32),
+        _host(forced, np.int32),
         intervention,
-        jnp.asarray(scores, jnp.int32).reshape(-1),
+        _host(np.reshape(scores, -1), np.int32),
     )
     if len(split) > 1:
         image = None if grid is None else tuple(int(v) for v in grid[0])

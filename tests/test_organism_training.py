@@ -37,6 +37,13 @@ CFG = T.Config(
 )
 
 
+@pytest.fixture(scope="module")
+def two_models():
+    """Two organisms' initial weights (leading axis 2), one program for the tests that need weights."""
+    init = T.trainer(CFG, "latent").stages[0][1].init
+    return jax.jit(jax.vmap(lambda k: init(k, None)))(jax.random.split(jax.random.key(3), 2))
+
+
 def test_the_recipes_sequences():
     """Every recipe's tail and weights: the answer's letter and <|im_end|> alone; the caption's tokens then the
     answer (text); a curriculum stage the caption less its first dropped tokens; no image a black one; the
@@ -71,22 +78,20 @@ def test_the_recipes_sequences():
     assert T.layout(CFG, "pause", 0, pool).feed == "pause" and T.layout(CFG, "latent", 0, pool).n_latents == 2
 
 
-def test_the_rotary_base_and_initial_scale_reach_the_model():
+def test_the_rotary_base_and_initial_scale_reach_the_model(two_models):
     """rope_theta is the decoder's (the saved config.json's); init_scale the initial weights' deviation; both
     refused at 0 before anything is built."""
     import dataclasses
 
     assert T.model_config(CFG).text.rope_theta == CFG.rope_theta == 2.0
-    key = jax.random.key(0)
-    params = jax.jit(lambda k: T.trainer(CFG, "direct").stages[0][1].init(k, None))(key)
-    w = np.asarray(params["text"]["layers"]["mlp"]["up"]["kernel"])  # 2 x 32 x 48 normal draws
+    w = np.asarray(two_models["text"]["layers"]["mlp"]["up"]["kernel"])  # 2 models x 2 x 32 x 48 normal draws
     assert abs(float(w.std()) - CFG.init_scale) < 0.1 * CFG.init_scale
     for field in ("rope_theta", "init_scale"):
         with pytest.raises(ValueError, match=field):
             dataclasses.replace(CFG, **{field: 0.0}).validate()
 
 
-def test_answers_are_the_teacher_forced_letters_scored_per_family():
+def test_answers_are_the_teacher_forced_letters_scored_per_family(two_models):
     """answer_tokens (chunked, the last chunk padded, vmapped over models) equal the argmax of one unchunked
     forward pass per model at the answer's first position; option_of maps the options' letters to their index
     and every other token to -1; accuracy per family and the majority baseline equal NumPy's counts."""
@@ -94,8 +99,7 @@ def test_answers_are_the_teacher_forced_letters_scored_per_family():
     from tokdyn.models.vlm import training as vlm_training
 
     _, test = T.data(CFG)
-    init = T.trainer(CFG, "latent").stages[0][1].init
-    params = jax.jit(jax.vmap(lambda k: init(k, None)))(jax.random.split(jax.random.key(3), 2))
+    params = two_models
     got = T.answer_tokens(CFG, "latent", params, test, chunk=3)  # 8 instances: chunks of 3, 3 and 2 (padded)
     lay = T.layout(CFG, "latent", 0, test)
 

@@ -158,9 +158,8 @@ def test_grounding_equals_two_forward_passes_per_noise(setup):
         )
     )
     assert s.shape == (2, 2, 3, len(positions))
-    pert = np.asarray(
-        an.perturb_pixels(jax.random.key(3), setup["batch"]["pixel_values"], proc, noises=noises, n_seeds=2)
-    )
+    perturb = jax.jit(an.perturb_pixels, static_argnames=("processor", "noises", "n_seeds"))  # one program
+    pert = np.asarray(perturb(jax.random.key(3), setup["batch"]["pixel_values"], proc, noises=noises, n_seeds=2))
     pick = lambda lp: np.take_along_axis(lp[:, :-1], tokens[..., None], -1)[..., 0]  # noqa: E731
     clean = pick(log_softmax(plain(setup, ids, pixels)))
     for j in range(2):

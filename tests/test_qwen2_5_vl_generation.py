@@ -119,12 +119,22 @@ def test_drop_kinds_equal_the_masked_forward_pass(model, ref):
     one forward pass over the prompt and the generated tokens with each block's parts masked for the queries
     after it (the start marker and the slots from the end marker on, the end marker after itself), and each
     text token is that pass's most likely under the repetition penalty (NumPy). Without the masks the pass
-    gives other latents; drop_markers changes the clean run's tokens."""
+    gives other latents; drop_markers changes the clean run's tokens. A swap of one block of latents (DMLR's
+    swapped back in) runs the same program too: each row's own first block gives the clean run again, the
+    next row's moves the latents computed after it."""
     mode = vlm.LatentMode(128, 129, 130, SIZE)
     args = (ref["ids"], ref["pixels"], ref["grid"], ref["mask"])
-    model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode)  # the clean run's program
+    clean = model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode)  # the clean run's program
     before = generation.run._cache_size()
     hidden = ref["latents"].shape[-1]
+    first = np.asarray(clean.latents[:, :1])
+    swapped = []
+    for rows in (np.arange(3), np.array([1, 2, 0])):
+        iv = interventions.Intervention.make("swap", 3, SIZE, hidden, source=first[rows], source_blocks=[1] * 3)
+        swapped.append(model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode, intervention=iv))
+    np.testing.assert_array_equal(swapped[0].tokens, clean.tokens)
+    assert_latents_close(swapped[0].latents, clean.latents)
+    assert np.abs(swapped[1].latents[:, 1] - clean.latents[:, 1]).max() > 1e-2  # the next row's block is fed
     iv = interventions.Intervention.make(list(DROPS), len(DROPS), SIZE, hidden)
     got = model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode, intervention=iv)
     assert generation.run._cache_size() == before
@@ -200,18 +210,20 @@ def test_block_mode_is_generation_with_a_forced_block(model, ref):
 def test_a_block_cut_by_the_token_limit_is_marked_cut(model, ref):
     """A block the token limit cuts is counted as opened, marked incomplete (cut), holds only the latents
     written, and leaves no answer: Generation.cut, .blocks and .answer_start say so; the same run with room
-    enough completes it."""
-    mode = vlm.LatentMode(128, 129, 130, SIZE)
+    enough completes it. (The clean run's program: the block forced near the end of its 40 steps, its start a
+    token the model does not open blocks with by itself.)"""
+    mode = vlm.LatentMode(127, 129, 130, SIZE)
     args = (ref["ids"], ref["pixels"], ref["grid"], ref["mask"])
-    cut = model.generate(*args, max_new_tokens=3, do_sample=False, latent=mode, block_at=0)
+    cut = model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode, block_at=STEPS - 3)
     np.testing.assert_array_equal(cut.n_blocks, [1, 1, 1])
     np.testing.assert_array_equal(cut.cut, [True, True, True])
     np.testing.assert_array_equal(cut.blocks, [0, 0, 0])
-    assert cut.latents.shape[2] == 3 and (cut.latents[:, 0, :2] != 0).any() and not cut.latents[:, 0, 2].any()
-    assert [cut.answer_start(r) for r in range(3)] == [3, 3, 3] and cut.text(_Ids(), after_latents=True)[0] == ""
-    whole = model.generate(*args, max_new_tokens=SIZE + 2, do_sample=False, latent=mode, block_at=0)
+    assert cut.latents.shape[2] == SIZE and (cut.latents[:, 0, :2] != 0).any() and not cut.latents[:, 0, 2:].any()
+    assert [cut.answer_start(r) for r in range(3)] == [STEPS] * 3 and cut.text(_Ids(), after_latents=True)[0] == ""
+    whole = model.generate(*args, max_new_tokens=STEPS, do_sample=False, latent=mode, block_at=STEPS - SIZE - 2)
+    np.testing.assert_array_equal(whole.n_blocks, [1, 1, 1])
     np.testing.assert_array_equal(whole.cut, [False] * 3)
-    assert [whole.answer_start(r) for r in range(3)] == [SIZE + 2] * 3
+    assert [whole.answer_start(r) for r in range(3)] == [STEPS] * 3
 
 
 class _Ids:

@@ -1,14 +1,15 @@
 """Qwen3-VL under the diagnostics' ``apply`` protocol (``tokdyn.models.qwen3_vl.adapter``, the shared adapter of
 ``tokdyn.models.vlm.adapter`` bound to Qwen3-VL's forward pass) and its vision probes, on the tiny random
 checkpoint ``tests/fixtures/qwen3_vl_tiny``: the protocol's logits equal the model's own forward pass (itself
-equal to ``transformers``', ``test_qwen3_vl.py``), with the images encoded once or in every call; selected
-attention rows and hidden entries equal the full call's and a NumPy recomputation of each layer from them,
-deepstack addition included; ``inject`` equals the image tokens really inserted before the block with their
-deepstack features; the probes' merged features equal ``transformers``' image features and their patches are in
-raster order."""
+equal to ``transformers``', ``test_qwen3_vl.py``), with the images encoded once or in every call (full tier);
+selected attention rows and hidden entries equal the full call's and a NumPy recomputation of each layer from
+them, deepstack addition included (full tier); ``inject`` equals the image tokens really inserted before the
+block with their deepstack features; the probes' merged features equal ``transformers``' image features and their
+patches are in raster order."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jax
@@ -82,6 +83,11 @@ def test_an_encoded_batch_gives_the_same_logits(setup):
     assert_close(setup["apply"](model.params, encoded).logits, setup["full"].logits)
 
 
+# the shared adapter's selection on the second family (about 3 CPU-s): the default run has it on Qwen2.5-VL
+# (test_qwen2_5_vl_apply's test_select_equals_full_and_numpy: the full call and NumPy), and Qwen3-VL's deepstack
+# rows in its full call (test_logits_equal_the_model) and its inserted copies (test_inject_is_the_image_tokens_
+# inserted_with_their_deepstack)
+@pytest.mark.full
 def test_select_equals_full_and_numpy(setup):
     """Selected entries and rows (an image token's, the latent slots', the answer's) equal the full call's; each
     layer's output at the rows follows in NumPy from its input and the returned attention rows, plus the layer's
@@ -127,14 +133,21 @@ def inserted(setup, inject, deep_copies=True):
     copies = extra if deep_copies else np.zeros_like(extra)
     rows = np.concatenate([np.concatenate([feats[b], feats[b]]) for b in range(len(ids))])  # the batch's order
     deep = np.concatenate([np.concatenate([extra[b], copies[b]], 1) for b in range(len(ids))], 1)  # (K, 2BN, D)
-    x = text.embed(params["text"], jnp.asarray(grown), jnp.asarray(rows), cfg.image_token_id)
-    ds = text.deepstack_embeddings(jnp.asarray(grown), jnp.asarray(deep), cfg.image_token_id)
-    order = jnp.arange(grown.shape[1])
-    mask = attention.causal_mask(jnp.broadcast_to(order, grown.shape), order, jnp.asarray(keys))
-    mask = mask | jnp.eye(grown.shape[1], dtype=bool)[None]
-    h, _ = text.decode(cfg.text, params["text"], x, jnp.asarray(pos), mask, ds)
-    logits = np.asarray(text.head(cfg.text, params["text"], h))
+    logits = np.asarray(_plain_pass(cfg, params, grown, rows, deep, pos, keys))
     return np.concatenate([logits[:, :at], logits[:, at + n :]], 1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _plain_pass(cfg, params, ids, rows, deep, pos, keys):
+    """Logits of one plain forward pass of the text model over ``ids`` with image rows ``rows`` and deepstack
+    features ``deep``, each query seeing the earlier ``keys`` and itself (one program for every call)."""
+    x = text.embed(params["text"], ids, rows, cfg.image_token_id)
+    ds = text.deepstack_embeddings(ids, deep, cfg.image_token_id)
+    order = jnp.arange(ids.shape[1])
+    mask = attention.causal_mask(jnp.broadcast_to(order, ids.shape), order, keys)
+    mask = mask | jnp.eye(ids.shape[1], dtype=bool)[None]
+    h, _ = text.decode(cfg.text, params["text"], x, pos, mask, ds)
+    return text.head(cfg.text, params["text"], h)
 
 
 def test_inject_is_the_image_tokens_inserted_with_their_deepstack(setup):

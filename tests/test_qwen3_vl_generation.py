@@ -4,8 +4,8 @@ greedy text-mode tokens of ``tests/fixtures/qwen3_vl_tiny`` (``make_qwen3_vl.py`
 prompt, a prompt with two images and a left-padded batch of image and text rows), and latent-mode tokens and
 latents of ``tests/fixtures/qwen3_vl_latent`` (``make_qwen3_vl_latent.py``: the latent loop written from the
 method's description over ``transformers``' forward pass and key/value cache). The default tests need neither
-torch nor transformers; the ``full`` ones check each reference alone, every intervention, and remake the
-fixture when the versions that made it are installed."""
+torch nor transformers; the ``full`` ones check each reference alone, the latent loop, every intervention, and
+remake the fixture when the versions that made it are installed."""
 
 from __future__ import annotations
 
@@ -105,6 +105,12 @@ def assert_latents_close(got, want):
     assert err <= LATENT_RTOL * scale, f"largest difference {err:.3g} exceeds {LATENT_RTOL} x {scale:.3g}"
 
 
+# the latent loop on the second family (about 3 CPU-s): the loop is one for every family; the default run holds
+# it to its reference loop on Qwen2.5-VL (test_qwen2_5_vl_generation's test_latent_generation_equals_reference_loop,
+# pre-norm feed included) and Qwen3-VL's own generation, deepstack prefill included, to transformers
+# (test_greedy_generation_equals_transformers); the study runs Qwen3-VL's latent mode in the default run too
+# (test_vlm_diagnostics_qwen3)
+@pytest.mark.full
 def test_latent_generation_equals_reference_loop(model, ref):
     """Three prompts of different lengths (two images, one text) in one left-padded batch, the checkpoint's
     latent_mode.json and generation_config.json (greedy, repetition penalty 1.05): 40 steps give the reference

@@ -64,14 +64,14 @@ def setup():
         jnp.asarray(enc["pixel_values"][::-1], jnp.float32),
     )
     lay = training.Layout(qwen2_5_vl, cfg, tuple(int(g) for g in grid[0]), ids.shape[1], SIZE, TAIL)
-    return dict(model=model, gen=gen, batch=batch, lay=lay, mode=mode)
+    out = jax.jit(training.forward, static_argnums=0)(lay, model.params, batch)  # the training pass, once
+    return dict(model=model, gen=gen, batch=batch, lay=lay, mode=mode, out=out)
 
 
 def test_the_training_pass_is_generation_with_the_block_forced(setup):
     """The fed-back latents and each tail token's log-probabilities equal the generation's (block forced at the
     first step, greedy, its tokens teacher-forced), within float32 rounding of two programs."""
-    gen, lay, batch, model = setup["gen"], setup["lay"], setup["batch"], setup["model"]
-    out = jax.jit(training.forward, static_argnums=0)(lay, model.params, batch)
+    gen, batch, out = setup["gen"], setup["batch"], setup["out"]
     want = np.asarray(gen.latents[:, 0], np.float64)
     scale = np.abs(want).max()
     assert np.abs(np.asarray(out.latents, np.float64) - want).max() <= 1e-4 * scale
@@ -116,8 +116,7 @@ def test_the_losses_are_their_closed_forms(setup):
     generation's log-probability of it after the prompt, the answer's accuracy the share of rows with every
     answer token most likely; the mirage and lvr alignments equal their NumPy forms
     on the latents and the helper images' features."""
-    lay, batch, model = setup["lay"], setup["batch"], setup["model"]
-    out = jax.jit(training.forward, static_argnums=0)(lay, model.params, batch)
+    lay, batch, model, out = setup["lay"], setup["batch"], setup["model"], setup["out"]
     losses = jax.jit(training.losses, static_argnums=0, static_argnames=("align",))
     total, parts = losses(lay, model.params, batch, align="mirage", align_weight=0.5, caption_weight=2.0)
     ce = np.asarray(optax.softmax_cross_entropy_with_integer_labels(out.logits, batch.tail), np.float64)

@@ -447,17 +447,11 @@ def split(gen, k: int) -> list:
     return [gen.rows(slice(j * b, (j + 1) * b)) for j in range(k)]
 
 
-def under_interventions(model, prompts: Prompts, mode: Mode, kinds, *, sources=None, scale=1.0) -> dict:
-    """The generation of ``prompts`` under each intervention of ``kinds`` (names of
-    :data:`tokdyn.models.vlm.interventions.KINDS`), in one call of ``len(kinds) x B`` rows. ``sources``:
-    ``{"swap": (latents (B, K, S, hidden), blocks (B,)), "mean": (...)}``, each row's source by the table's
-    rule (:func:`tokdyn.models.vlm.interventions.set_sources`: other instances of the whole set), needed by
-    ``swap`` and ``mean``; noise at ``scale`` times each latent's RMS. Returns ``{kind: Generation}``."""
-    kinds = tuple(kinds)
+def _kind_rows(prompts: Prompts, mode: Mode, kinds, sources, scale, hidden: int) -> tuple:
+    """The rows of :func:`under_interventions` (``len(kinds) x B``, kind-major): ``(kinds, scale, source
+    (rows, K, S, hidden), source_blocks)`` host values, ``source`` None where no kind takes one."""
     b = len(prompts.ids)
-    cfg = model.config
-    size, hidden = mode.latent.size, cfg.text.hidden_size
-    span = min(size, mode.new_tokens)
+    span = min(mode.latent.size, mode.new_tokens)
     sources = sources or {}
     need = [k for k in kinds if k in interventions.SOURCED and k not in sources]
     if need:
@@ -471,15 +465,50 @@ def under_interventions(model, prompts: Prompts, mode: Mode, kinds, *, sources=N
             lat = np.asarray(lat, np.float32)[:, :, :span]
             source[j, :, : lat.shape[1], : lat.shape[2]] = lat
             blocks[j] = np.minimum(np.asarray(n), lat.shape[1])
-    iv = interventions.Intervention.make(
+    scales = np.broadcast_to(np.asarray(scale, np.float64), (len(kinds) * b,))
+    if not depth:
+        return [k for k in kinds for _ in range(b)], scales, None, None
+    return (
         [k for k in kinds for _ in range(b)],
-        len(kinds) * b,
-        size,
-        hidden,
-        scale,
-        source.reshape(len(kinds) * b, depth, span, hidden) if depth else None,
-        blocks.reshape(-1) if depth else None,
+        scales,
+        source.reshape(len(kinds) * b, depth, span, hidden),
+        blocks.reshape(-1),
     )
+
+
+def _joined(mode: Mode, hidden: int, *groups) -> interventions.Intervention:
+    """One :class:`tokdyn.models.vlm.interventions.Intervention` of the rows of ``groups`` (each ``(kinds,
+    scale, source, source_blocks)`` as :func:`_kind_rows` gives them) in order, their sources padded to the
+    most blocks and steps of any (a padded block is never read: each row reads its own ``source_blocks``)."""
+    kinds = [k for g in groups for k in g[0]]
+    scale = np.concatenate([np.asarray(g[1], np.float64) for g in groups])
+    held = [g for g in groups if g[2] is not None]
+    if not held:
+        return interventions.Intervention.make(kinds, len(kinds), mode.latent.size, hidden, scale)
+    depth = max(g[2].shape[1] for g in held)
+    span = max(g[2].shape[2] for g in held)
+    source, blocks = [], []
+    for g in groups:
+        n = len(g[0])
+        src = np.zeros((n, depth, span, hidden), np.float32)
+        if g[2] is not None:
+            src[:, : g[2].shape[1], : g[2].shape[2]] = g[2]
+        source.append(src)
+        blocks.append(np.zeros(n, np.int64) if g[3] is None else np.asarray(g[3], np.int64))
+    return interventions.Intervention.make(
+        kinds, len(kinds), mode.latent.size, hidden, scale, np.concatenate(source), np.concatenate(blocks)
+    )
+
+
+def under_interventions(model, prompts: Prompts, mode: Mode, kinds, *, sources=None, scale=1.0) -> dict:
+    """The generation of ``prompts`` under each intervention of ``kinds`` (names of
+    :data:`tokdyn.models.vlm.interventions.KINDS`), in one call of ``len(kinds) x B`` rows. ``sources``:
+    ``{"swap": (latents (B, K, S, hidden), blocks (B,)), "mean": (...)}``, each row's source by the table's
+    rule (:func:`tokdyn.models.vlm.interventions.set_sources`: other instances of the whole set), needed by
+    ``swap`` and ``mean``; noise at ``scale`` times each latent's RMS. Returns ``{kind: Generation}``."""
+    kinds = tuple(kinds)
+    hidden = model.config.text.hidden_size
+    iv = _joined(mode, hidden, _kind_rows(prompts, mode, kinds, sources, scale, hidden))
     gen = generate(model, prompts.tiled(len(kinds)), mode, intervention=iv)
     return dict(zip(kinds, split(gen, len(kinds))))
 
@@ -487,23 +516,22 @@ def under_interventions(model, prompts: Prompts, mode: Mode, kinds, *, sources=N
 def with_source(model, prompts: Prompts, mode: Mode, source, blocks):
     """The generation of ``prompts`` with each row's latents replaced by ``source`` (B, K, S, hidden) at its
     first ``blocks[b]`` blocks (``swap`` with latents of one's own: DMLR's optimised ones), computed as
-    generated past them."""
-    source = np.asarray(source, np.float32)
-    size, hidden = mode.latent.size, source.shape[3]
-    span = min(size, mode.new_tokens)
-    iv = interventions.Intervention.make(
-        "swap", len(source), size, hidden, 1.0, source[:, :, :span], np.asarray(blocks)
-    )
-    return generate(model, prompts, mode, intervention=iv)
+    generated past them: :func:`under_interventions`'s ``swap`` with these sources."""
+    got = under_interventions(model, prompts, mode, ("swap",), sources={"swap": (source, blocks)})
+    return got["swap"]
 
 
-def under_images(model, prompts: Prompts, mode: Mode, clean, perturbed) -> dict:
+def under_images(model, prompts: Prompts, mode: Mode, clean, perturbed, *, kinds=(), sources=None, scale=1.0) -> dict:
     """The generation of ``prompts`` under N perturbed images ``perturbed`` (N, B, patches, patch_dim):
     ``total`` (the perturbed image, its own latents), ``direct`` (the perturbed image, the clean run's latents
     swapped in) and ``indirect`` (the clean image, the perturbed run's latents swapped in); two calls (N x B
-    rows, then 2 N x B). Only whole blocks are swapped. Returns ``{"total": [Generation] * N, "direct": ...,
-    "indirect": ...}``."""
+    rows, then 2 N x B). Only whole blocks are swapped. With ``kinds``, the generations under those
+    interventions (:func:`under_interventions`'s, ``sources`` and ``scale`` as there) come from the second call
+    too, one program for both. Returns ``{"total": [Generation] * N, "direct": ..., "indirect": ...}`` and
+    ``{kind: Generation}`` of ``kinds``."""
+    kinds = tuple(kinds)
     n, b = len(perturbed), len(prompts.ids)
+    hidden = model.config.text.hidden_size
     total = generate(model, prompts.tiled(n, perturbed), mode)
     held = np.tile(np.asarray(clean.latents, np.float32), (n, 1, 1, 1))
     moved = np.asarray(total.latents, np.float32)
@@ -517,22 +545,30 @@ def under_images(model, prompts: Prompts, mode: Mode, clean, perturbed) -> dict:
     images = np.concatenate(
         [np.asarray(perturbed).reshape(n * b, *prompts.pixels.shape[1:]), np.tile(prompts.pixels, (n, 1, 1))]
     )
-    if k:
-        hidden = source.shape[3]
-        iv = interventions.Intervention.make(
-            "swap",
-            2 * n * b,
-            mode.latent.size,
-            hidden,
-            1.0,
-            source[:, :, : min(span, mode.latent.size)],
-            np.minimum(blocks, k),
+    swaps = (
+        ["swap" if k else "none"] * (2 * n * b),
+        np.ones(2 * n * b),
+        source[:, :, : min(span, mode.latent.size)] if k else None,
+        np.minimum(blocks, k) if k else None,
+    )
+    groups = [_kind_rows(prompts, mode, kinds, sources, scale, hidden)] if kinds else []
+    iv = _joined(mode, hidden, *groups, swaps)
+    rows = prompts.tiled(2 * n, images)
+    if kinds:
+        mine = prompts.tiled(len(kinds))
+        cat = lambda a, c: np.concatenate([np.asarray(a), np.asarray(c)])  # noqa: E731
+        rows = Prompts(
+            cat(mine.ids, rows.ids),
+            cat(mine.mask, rows.mask),
+            cat(mine.pixels, rows.pixels),
+            prompts.grid,
+            cat(mine.index, rows.index),
+            cat(mine.valid, rows.valid),
         )
-    else:
-        iv = None
-    both = generate(model, prompts.tiled(2 * n, images), mode, intervention=iv)
-    parts = split(both, 2 * n)
-    return {"total": split(total, n), "direct": parts[:n], "indirect": parts[n:]}
+    parts = split(generate(model, rows, mode, intervention=iv), len(kinds) + 2 * n)
+    out = {"total": split(total, n), "direct": parts[len(kinds) : len(kinds) + n], "indirect": parts[len(kinds) + n :]}
+    out.update(zip(kinds, parts[: len(kinds)]))
+    return out
 
 
 def latent_shift(clean, other, block: int = 0) -> mediation_lib.Shift:

@@ -13,7 +13,8 @@ and leave latent mode at different steps without a recompile. The decoding setti
 forced (the block mode: a block after the prompt is generation that enters latent mode at step 0) and the
 interventions (:mod:`~tokdyn.models.vlm.interventions`) are traced arguments: one program serves every prompt
 and option whose padded length, number of image tokens, batch and ``max_new_tokens`` fall in the same bucket
-(the vision tower compiles once per image grid).
+(the vision tower compiles once per image grid), with an intervention's source of up to one block of latents
+or none (its blocks padded to a power of two).
 
 Each row's positions continue from its own prompt (after its images, by the family's rule), one per step on
 all three rows, latent steps included. A row that has emitted a stop token emits the checkpoint's pad token
@@ -367,6 +368,30 @@ def _tokenizer_ids(source: str | Path | None, mode: latent_lib.LatentMode) -> la
     return mode.resolve(read_tokenizer(Path(source) / "tokenizer.json"))
 
 
+def _host(value, dtype) -> jax.Array:
+    """``value`` (host data) as a JAX array of ``dtype`` on the default device, converted in NumPy and copied
+    over: no program is compiled for it (``jnp.asarray`` compiles one per shape and dtype)."""
+    return jax.device_put(np.asarray(value, dtype))
+
+
+def _bucketed_source(iv: iv_lib.Intervention, span: int) -> iv_lib.Intervention:
+    """``iv`` with its source's blocks padded with zeros to a power of two (1, 2, 4, ...; never read: a row
+    reads only its first ``source_blocks``), and a source of no block made one block of ``span`` steps, so
+    that a run without a source (the clean run) and one with a block of latents (DMLR's swapped in) are one
+    program, and sources of 3 or 4 blocks another."""
+    k, s = iv.source.shape[1], iv.source.shape[2]
+    depth = 1 << max(k - 1, 0).bit_length()
+    if k == 0:
+        s = span
+    if (depth, s) == (k, iv.source.shape[2]):
+        return iv
+    b, hidden = iv.source.shape[0], iv.source.shape[3]
+    source = np.zeros((b, depth, s, hidden), np.float32)
+    if k:
+        source[:, :k] = np.asarray(iv.source, np.float32)
+    return dataclasses.replace(iv, source=_host(source, np.float32))
+
+
 def block_steps_of(block_at, batch: int) -> np.ndarray:
     """(B,) the step at which each row's start token is forced, from ``block_at``: None (the model opens its
     blocks itself: -1 everywhere), one step for every row, or one per row (-1: none for that row)."""
@@ -515,6 +540,7 @@ def generate(
     keys = row_keys(jax.random.key(0) if key is None else key, b)  # unused without sampling or noise
     if intervention.source.shape[2] > span:  # a source longer than any block of this run
         intervention = dataclasses.replace(intervention, source=intervention.source[:, :, :span])
+    intervention = _bucketed_source(intervention, span)
     split = devices_lib.row_devices(model.params, devices)
     if len(split) > 1 and grid is not None and row_pixels is None:
         if devices is not None:
@@ -539,10 +565,10 @@ def generate(
         fam, cfg, packed_ids.shape[1], int(max_new_tokens), size, settings.do_sample, bucket, prefill_chunk
     )
     prompt = Prompt(
-        jnp.asarray(packed_ids, jnp.int32),
-        jnp.asarray(packed_mask),
-        jnp.asarray(pos, jnp.int32),
-        jnp.asarray(next_pos, jnp.int32),
+        _host(packed_ids, np.int32),
+        _host(packed_mask, bool),
+        _host(pos, np.int32),
+        _host(next_pos, np.int32),
         visual,
     )
     lat = (latent.start, latent.end, latent.pad) if latent is not None else (-1, -1, -1)
@@ -550,13 +576,13 @@ def generate(
     opt = Options(
         keys,
         decoding.knobs(settings),
-        jnp.asarray(settings.eos, jnp.int32).reshape(-1),
-        jnp.asarray(settings.pad, jnp.int32),
-        jnp.asarray(lat, jnp.int32),
-        jnp.asarray(feed, jnp.int32),
-        jnp.asarray(forced, jnp.int32),
+        _host(np.reshape(settings.eos, -1), np.int32),
+        _host(settings.pad, np.int32),
+        _host(lat, np.int32),
+        _host(feed, np.int32),
+        _host(forced, np.int32),
         intervention,
-        jnp.asarray(scores, jnp.int32).reshape(-1),
+        _host(np.reshape(scores, -1), np.int32),
     )
     if len(split) > 1:
         image = None if grid is None else tuple(int(v) for v in grid[0])

@@ -178,10 +178,10 @@ class Intervention:
         if blocks.shape != (batch,) or (blocks < 0).any() or (blocks > shape[1]).any():
             raise ValueError(f"source_blocks must be {batch} counts in [0, {shape[1]}], got {blocks}")
         return cls(
-            jnp.asarray(idx, jnp.int32),
-            jnp.asarray(scale, jnp.float32),
-            jnp.asarray(source),
-            jnp.asarray(blocks, jnp.int32),
+            jax.device_put(np.asarray(idx, np.int32)),  # converted in NumPy: no program compiled for them
+            jax.device_put(np.asarray(scale, np.float32)),
+            jax.device_put(source),
+            jax.device_put(np.asarray(blocks, np.int32)),
         )
 
 

@@ -240,15 +240,22 @@ def batch_sources(ctx: Context, index) -> dict:
 def runs(ctx: Context, group, start: int) -> dict:
     """The batch's shared runs (made once, kept on ``ctx`` for the batch's analyses): ``prompts``, the clean
     ``Generation`` (its part), ``{kind: Generation}`` of every intervention of :data:`LATENT_KINDS` in one
-    call, and each row's sources."""
+    call, and each row's sources; with the mediation analysis, ``images``: the runs under every perturbed image
+    (:func:`tokdyn.diagnostics.vlm.under_images`), the interventions' rows in the same call (one program)."""
     name = (group.name, start)
     if name not in ctx._runs:
         prompts = prompts_of(ctx, group, start)
         clean = generation(ctx, ctx.clean[name])
         sources = batch_sources(ctx, prompts.index)
-        under = vlm.under_interventions(ctx.loaded.model, prompts, ctx.mode, LATENT_KINDS, sources=sources)
+        model, images = ctx.loaded.model, None
+        if "mediation" in ctx.cfg.analyses:
+            noised = np.asarray(ctx.noised(prompts.pixels, prompts.index))
+            images = vlm.under_images(model, prompts, ctx.mode, clean, noised, kinds=LATENT_KINDS, sources=sources)
+            under = {kind: images.pop(kind) for kind in LATENT_KINDS}
+        else:
+            under = vlm.under_interventions(model, prompts, ctx.mode, LATENT_KINDS, sources=sources)
         ctx._runs.clear()  # one batch at a time
-        ctx._runs[name] = dict(prompts=prompts, clean=clean, under=under, sources=sources)
+        ctx._runs[name] = dict(prompts=prompts, clean=clean, under=under, sources=sources, images=images)
     return ctx._runs[name]
 
 
@@ -478,9 +485,7 @@ def mediation_rows(ctx: Context, group, start: int) -> list:
     the clean latents held (``direct``) and the clean image with the perturbed latents (``indirect``);
     latent -> answer: the same under each intervention of :data:`LATENT_KINDS`, and the accuracy."""
     r = runs(ctx, group, start)
-    prompts, clean = r["prompts"], r["clean"]
-    noised = np.asarray(ctx.noised(prompts.pixels, prompts.index))
-    images = vlm.under_images(ctx.loaded.model, prompts, ctx.mode, clean, noised)
+    prompts, clean, images = r["prompts"], r["clean"], r["images"]
     base_choice, base_lp = _reading(ctx, prompts, clean)
     correct = {x["instance"]: x["correct"] for x in scored(ctx, prompts, clean, "none")}
     valid = [b for b in np.flatnonzero(prompts.valid) if clean.blocks[b] > 0]

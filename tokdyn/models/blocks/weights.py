@@ -431,7 +431,9 @@ def placer(mesh: jax.sharding.Mesh | None):
 
     def place(value):
         sharding = sharding_for(value.shape, mesh)
-        return jax.device_put(value, sharding) if sharding is not None else jnp.asarray(value)
+        # a host copy put on the device: jnp.asarray of a memory-mapped array compiled a small program per
+        # weight shape, and the copy keeps the tree from the file (which may be rewritten while it is held)
+        return jax.device_put(np.array(value), sharding)
 
     return place
 

@@ -14,7 +14,7 @@ first (identical texts, floats within float32 rounding scaled by their magnitude
 The model: the study's random Qwen2.5-VL without ``--model``, at ``--width`` (decoder layers of that width, 8
 heads, 2 key/value heads; a vision tower of half the width) and ``--layers``, float32, random weights; the
 study: ``--analyses`` (default the accuracy and the mediation: the clean pass, the 8 latent interventions, the
-perturbed images and their direct and indirect effects, every one a generation call) over ``--instances``
+perturbed images and their direct and indirect effects, in three generation calls) over ``--instances``
 rendered scenes in batches of ``--batch-size``. Prints the machine, JAX's version and backend, the dtype and
 the load average, then one row per device count. Usage:
 

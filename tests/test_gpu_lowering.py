@@ -168,30 +168,33 @@ def test_the_listed_analysis_programs_cover_every_analysis_of_the_study(analyses
     assert ran == set(ANALYSES)  # one path: both latent modes run the same programs
     names = [p.name for p in analyses_3b]
     assert len(names) == len(set(names))
-    # the mediation with generation: both perturbations, the clean run, the interventions (one call of
-    # len(LATENT_KINDS) x 16 rows), the 13 perturbed images (208 rows) and the direct and indirect effects
+    # the mediation with generation: both perturbations, the clean run (16 rows), the 13 perturbed images (208
+    # rows), and one call of the interventions (len(LATENT_KINDS) x 16 rows) with the direct and indirect effects
     # (416 rows), each with its vision tower over every row's image
     from tokdyn.studies.vlm_diagnostics.config import LATENT_KINDS
 
     med = [p.name for p in vlm_study.mediation_programs(analyses_3b)]
-    for rows in (16, 16 * len(LATENT_KINDS), 208, 416):
+    for rows in (16, 208, 16 * len(LATENT_KINDS) + 416):
         assert f"vision tower, {rows} images" in med and any(n.endswith(f", {rows} rows") for n in med)
-    assert {"perturb pixels, gaussian", "perturb pixels, blank"} <= set(med) and len(med) == 10
+    assert {"perturb pixels, gaussian", "perturb pixels, blank"} <= set(med) and len(med) == 8
 
 
 def test_qwen_3b_latent_generation_with_interventions_lowers_for_cuda(analyses_3b):
-    # the study's latent-mode generation under its interventions at the 3B preset: 16 rows each, the cache
-    # of 36 layers x 2 key/value heads over 320 prompt tokens and 32 new (one bucket of 384 slots), the
-    # swap source of one block of 8 latents, the 4 scored tokens' log-probabilities at every step
+    # the study's latent-mode generation under its interventions at the 3B preset (16 rows each) with the
+    # mediation's direct and indirect runs (416 rows) in the same call: the cache of 36 layers x 2 key/value
+    # heads over 320 prompt tokens and 32 new (one bucket of 384 slots), the swap source of one block of 8
+    # latents, the 4 scored tokens' log-probabilities at every step
     from tokdyn.models.vlm import generation
     from tokdyn.studies.vlm_diagnostics.config import LATENT_KINDS
 
     k = len(LATENT_KINDS)
-    (p,) = [p for p in analyses_3b if p.name == f"generate, latent mode, {k} interventions, {16 * k} rows"]
+    n = 16 * k + 416
+    name = f"generate, latent mode, {k} interventions with the direct and indirect runs, {n} rows"
+    (p,) = [p for p in analyses_3b if p.name == name]
     assert p.fn is generation.run
     text = p.lower("cuda").as_text()
     shapes = shapes_in(text)
-    assert f"36x{16 * k}x384x2x128" in shapes and f"{16 * k}x1x8x2048" in shapes and f"{16 * k}x32x4" in shapes
+    assert f"36x{n}x384x2x128" in shapes and f"{n}x1x8x2048" in shapes and f"{n}x32x4" in shapes
     assert "stablehlo.while" in text
 
 

@@ -13,8 +13,9 @@ weights materialised):
 - the generation programs the study calls through ``model.generate``: the vision tower over every image of
   the call (``inputs.image_features_jit``) and the one loop ``tokdyn.models.vlm.generation.run`` (its arguments
   from ``generation.programs``): text mode for ``accuracy``'s plain setting; latent mode with the scored
-  tokens for the clean run, the latent interventions (one call of ``len(LATENT_KINDS) B`` rows), the perturbed
-  images (``K B`` rows) and the direct and indirect effects (``2 K B`` rows), and DMLR's latents swapped in;
+  tokens for the clean run, the perturbed images (``K B`` rows), one call of the latent interventions
+  (``len(LATENT_KINDS) B`` rows) with the direct and indirect effects (``2 K B`` rows), and DMLR's latents
+  swapped in;
 - the image perturbations (``vlm.perturb_pixels`` jitted as the study's ``Context`` jits it);
 - the perception analysis's program (``perception.program``: the vision tower's taps and
   ``perception.cluster_features`` of both levels, vmapped over the images, which
@@ -289,11 +290,12 @@ def study_programs(mcfg, scfg, params=None, sh: Shapes | None = None) -> list[Pr
     shared = ("accuracy", "decomposition", MEDIATION, "similarity", "optimisation", "injection")
     generate("latent mode, clean", b, shared, lat, n_s, 0)
     kinds = len(LATENT_KINDS)
-    generate(
-        f"latent mode, {kinds} interventions", kinds * b, ("accuracy", "decomposition", MEDIATION), lat, n_s, sh.blocks
-    )
     generate("latent mode, perturbed images", k * b, (MEDIATION,), lat, n_s, 0)
-    generate("latent mode, direct and indirect", 2 * k * b, (MEDIATION,), lat, n_s, sh.blocks)
+    # the interventions' rows and the mediation's held and swapped latents in one call (the study with its
+    # mediation, as every preset runs it; without it the interventions' kinds x b rows run alone)
+    rows = (kinds + 2 * k) * b
+    uses = ("accuracy", "decomposition", MEDIATION)
+    generate(f"latent mode, {kinds} interventions with the direct and indirect runs", rows, uses, lat, n_s, sh.blocks)
     gb = abstract_batch(b, sh.generated, sh, mcfg, latents=True)  # the first block, teacher-forced
     add(
         "concentration on the block",

@@ -374,13 +374,18 @@ def _host(value, dtype) -> jax.Array:
     return jax.device_put(np.asarray(value, dtype))
 
 
+def _source_depth(blocks: int) -> int:
+    """The blocks a source of ``blocks`` blocks is padded to: the next power of two, one for none."""
+    return 1 << max(blocks - 1, 0).bit_length()
+
+
 def _bucketed_source(iv: iv_lib.Intervention, span: int) -> iv_lib.Intervention:
     """``iv`` with its source's blocks padded with zeros to a power of two (1, 2, 4, ...; never read: a row
     reads only its first ``source_blocks``), and a source of no block made one block of ``span`` steps, so
     that a run without a source (the clean run) and one with a block of latents (DMLR's swapped in) are one
     program, and sources of 3 or 4 blocks another."""
     k, s = iv.source.shape[1], iv.source.shape[2]
-    depth = 1 << max(k - 1, 0).bit_length()
+    depth = _source_depth(k)
     if k == 0:
         s = span
     if (depth, s) == (k, iv.source.shape[2]):
@@ -685,12 +690,13 @@ def programs(
     )
     key_type = jax.eval_shape(lambda: jax.random.key(0)).dtype
     knob = jax.tree_util.tree_map(lambda a: sds(a.shape, a.dtype), decoding.knobs(decoding.resolve(None, 2)))
-    # a source's steps: a block's span, or 1 where there is no source (Intervention.make's empty source)
-    span = max(min(latent_size, new_tokens), 1) if source_blocks else 1
+    # the source as generate passes it: its blocks padded to a power of two (none: one block of zeros), each
+    # of the run's span
+    span = max(min(latent_size, new_tokens), 1)
     iv = iv_lib.Intervention(
         sds((batch,), jnp.int32),
         sds((batch,), jnp.float32),
-        sds((batch, source_blocks, span, hidden), jnp.float32),
+        sds((batch, _source_depth(source_blocks), span, hidden), jnp.float32),
         sds((batch,), jnp.int32),
     )
     opt = Options(

@@ -10,13 +10,17 @@ import scipy.stats
 
 from tokdyn.models.vtae import decoders, encoders, losses
 
+# One program per mode and shape (eagerly, each operation inside is compiled as its own program);
+# KernelsWithAndWithoutJit runs the kernels eagerly too.
+quantize = jax.jit(encoders.quantize, static_argnums=2)
+
 
 def test_straight_through_forward_is_hard_and_gradient_is_soft():
     key = jax.random.key(0)
     z = jax.random.normal(jax.random.key(1), (4, 9, 3))
     tau = 0.7
     g = np.asarray(jax.random.gumbel(key, z.shape))
-    e_st = encoders.quantize(key, z, "gumbel_st", tau)
+    e_st = quantize(key, z, "gumbel_st", tau)
     codes = np.asarray(e_st.codes)
     # the Gumbel noise drawn here and inside quantize are two programs: each code is an argmax of
     # z + g up to float32 rounding (a last-bit tie may go either way); x is its own codes' one-hot
@@ -24,12 +28,10 @@ def test_straight_through_forward_is_hard_and_gradient_is_soft():
     np.testing.assert_allclose(np.take_along_axis(y, codes[..., None], -1)[..., 0], y.max(-1), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(e_st.x), np.eye(3)[codes])
     soft_ref = scipy.special.softmax((np.asarray(z) + g) / tau, axis=-1)
-    np.testing.assert_allclose(
-        np.asarray(encoders.quantize(key, z, "gumbel_soft", tau).x), soft_ref, rtol=1e-5, atol=1e-6
-    )
+    np.testing.assert_allclose(np.asarray(quantize(key, z, "gumbel_soft", tau).x), soft_ref, rtol=1e-5, atol=1e-6)
     c = jax.random.normal(jax.random.key(2), z.shape)
-    g_st = jax.grad(lambda z: jnp.sum(c * encoders.quantize(key, z, "gumbel_st", tau).x))(z)
-    g_soft = jax.grad(lambda z: jnp.sum(c * encoders.quantize(key, z, "gumbel_soft", tau).x))(z)
+    g_st = jax.jit(jax.grad(lambda z: jnp.sum(c * encoders.quantize(key, z, "gumbel_st", tau).x)))(z)
+    g_soft = jax.jit(jax.grad(lambda z: jnp.sum(c * encoders.quantize(key, z, "gumbel_soft", tau).x)))(z)
     np.testing.assert_allclose(np.asarray(g_st), np.asarray(g_soft), rtol=1e-5, atol=1e-7)
 
 
@@ -61,14 +63,16 @@ def test_categorical_score_function_is_unbiased():
         f = jnp.sum(e.x[0, 0] * c)
         return jax.lax.stop_gradient(f) * e.logp[0]
 
-    grads = jax.vmap(lambda k: jax.grad(surrogate)(z, k))(keys)[:, 0, 0]  # (S, 3)
-    mean, se = np.asarray(grads.mean(0)), np.asarray(grads.std(0)) / np.sqrt(50_000)
+    grads = np.asarray(jax.jit(jax.vmap(lambda k: jax.grad(surrogate)(z, k)))(keys), np.float64)[:, 0, 0]  # (S, 3)
+    mean, se = grads.mean(0), grads.std(0) / np.sqrt(50_000)
     assert np.all(np.abs(mean - exact) < 5 * se + 1e-6)
-    e = encoders.quantize(jax.random.key(5), jnp.tile(z, (2, 4, 1)), "categorical", 1.0)
+    e = quantize(jax.random.key(5), np.tile(np.asarray(z), (2, 4, 1)), "categorical", 1.0)
     logp_ref = np.log(p)[np.asarray(e.codes)].sum(-1)
     np.testing.assert_allclose(np.asarray(e.logp), logp_ref, rtol=1e-5)
     np.testing.assert_array_equal(
-        np.asarray(jax.grad(lambda z: jnp.sum(encoders.quantize(jax.random.key(5), z, "categorical", 1.0).x * 3.0))(z)),
+        np.asarray(
+            jax.jit(jax.grad(lambda z: jnp.sum(encoders.quantize(jax.random.key(5), z, "categorical", 1.0).x * 3.0)))(z)
+        ),
         0.0,
     )
 
@@ -97,7 +101,8 @@ def test_vq_ema_update_and_dead_code_reset():
     codes = np.array([0] * 12 + [1] * 8)  # code 2 unused
     cnt, s = np.array([3.0, 1.0, 0.01]), rng.normal(size=(3, 2))
     d = 0.9
-    cb, cnt2, s2 = encoders.vq_ema_update(
+    vq_ema_update = jax.jit(encoders.vq_ema_update)  # one program, not one per operation
+    cb, cnt2, s2 = vq_ema_update(
         jnp.zeros((3, 2)), jnp.asarray(cnt), jnp.asarray(s), jnp.asarray(z), jnp.asarray(codes), d
     )
     n = np.bincount(codes, minlength=3)
@@ -107,7 +112,7 @@ def test_vq_ema_update_and_dead_code_reset():
     np.testing.assert_allclose(np.asarray(s2), s_ref, rtol=1e-5, atol=1e-6)
     tot = c_ref.sum()
     np.testing.assert_allclose(np.asarray(cb), s_ref / ((c_ref + 1e-5) / (tot + 3e-5) * tot)[:, None], rtol=1e-4)
-    cb3, cnt3, _ = encoders.vq_ema_update(
+    cb3, cnt3, _ = vq_ema_update(
         jnp.zeros((3, 2)),
         jnp.asarray(cnt),
         jnp.asarray(s),
@@ -169,28 +174,37 @@ def test_losses_match_references():
     t = rng.integers(0, 5, 6)
     pa, pb = scipy.special.softmax(a, -1), scipy.special.softmax(b, -1)
     np.testing.assert_allclose(
-        np.asarray(losses.cross_entropy(jnp.asarray(a), jnp.asarray(t))), -np.log(pa[np.arange(6), t]), rtol=1e-5
+        np.asarray(jax.jit(losses.cross_entropy)(jnp.asarray(a), jnp.asarray(t))),
+        -np.log(pa[np.arange(6), t]),
+        rtol=1e-5,
     )
-    np.testing.assert_allclose(np.asarray(losses.entropy(jnp.asarray(a))), scipy.stats.entropy(pa, axis=-1), rtol=1e-5)
     np.testing.assert_allclose(
-        np.asarray(losses.kl_logits(jnp.asarray(a), jnp.asarray(b))), scipy.stats.entropy(pa, pb, axis=-1), rtol=1e-5
+        np.asarray(jax.jit(losses.entropy)(jnp.asarray(a))), scipy.stats.entropy(pa, axis=-1), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(losses.kl_logits)(jnp.asarray(a), jnp.asarray(b))),
+        scipy.stats.entropy(pa, pb, axis=-1),
+        rtol=1e-5,
     )
     be = scipy.stats.entropy(pa, axis=-1).mean() - scipy.stats.entropy(pa.mean(0))
-    np.testing.assert_allclose(float(losses.batch_entropy(jnp.asarray(a))), be, rtol=1e-5)
+    np.testing.assert_allclose(float(jax.jit(losses.batch_entropy)(jnp.asarray(a))), be, rtol=1e-5)
     # identical confident rows: entropy of the mean is 0 -> batch entropy = per-sample entropy ~ 0;
     # a confident permutation: -ln V
     eye = 50.0 * np.eye(5)
-    np.testing.assert_allclose(float(losses.batch_entropy(jnp.asarray(eye))), -np.log(5), atol=1e-4)
+    np.testing.assert_allclose(float(jax.jit(losses.batch_entropy)(jnp.asarray(eye))), -np.log(5), atol=1e-4)
     g, e = rng.normal(size=(6, 3, 2)), rng.normal(size=(6, 4))
     cos = lambda v: (v / np.linalg.norm(v, axis=1, keepdims=True)) @ (v / np.linalg.norm(v, axis=1, keepdims=True)).T
     off = ~np.eye(6, dtype=bool)
     ref = ((cos(g.reshape(6, -1)) - cos(e))[off] ** 2).mean()
-    np.testing.assert_allclose(float(losses.semantic_alignment(jnp.asarray(g), jnp.asarray(e))), ref, rtol=1e-5)
-    assert float(losses.sensitivity_penalty(jnp.asarray([0.01, 0.03]), 0.05)) == pytest.approx(0.03)
-    assert float(losses.sensitivity_penalty(jnp.asarray([0.1, 0.3]), 0.05)) == 0.0
+    np.testing.assert_allclose(
+        float(jax.jit(losses.semantic_alignment)(jnp.asarray(g), jnp.asarray(e))), ref, rtol=1e-5
+    )
+    assert float(jax.jit(losses.sensitivity_penalty)(jnp.asarray([0.01, 0.03]), 0.05)) == pytest.approx(0.03)
+    assert float(jax.jit(losses.sensitivity_penalty)(jnp.asarray([0.1, 0.3]), 0.05)) == 0.0
     # sensitivity KL with zero noise is zero
     dec = lambda x: x.reshape(x.shape[0], -1) @ jnp.ones((6, 4))
-    assert float(jnp.max(jnp.abs(losses.sensitivity_kl(jax.random.key(0), dec, jnp.asarray(g), 0.0)))) < 1e-6
+    sensitivity_kl = jax.jit(losses.sensitivity_kl, static_argnums=1)
+    assert np.max(np.abs(np.asarray(sensitivity_kl(jax.random.key(0), dec, jnp.asarray(g), 0.0)))) < 1e-6
 
 
 class KernelsWithAndWithoutJit(chex.TestCase):

@@ -76,7 +76,8 @@ def test_the_features_are_rows_of_the_encoders_output(tmp_path):
     cfg = data_config(folder, data_size=8, data_points=10, data_scenes=2, data_pool=1)
     scfg = real.slot_config(cfg)
     images = np.random.default_rng(1).uniform(size=(2, 8, 8, 3)).astype(np.float32)
-    params = slots.Encoder(scfg).init(jax.random.key(0), images)  # the encoder's parameters alone: cheaper
+    # the encoder's parameters alone (cheaper), initialised by one program rather than operation by operation
+    params = jax.jit(slots.Encoder(scfg).init)(jax.random.key(0), images)
     got = real.features(cfg, params, images)
     full = np.asarray(real._encode(params, images, scfg=scfg))  # (2, 64, C): the encoder's output, every input
     assert got.shape == (2, 10, full.shape[-1])

@@ -164,7 +164,7 @@ def test_step_size_one_is_the_em_of_scikit_learns_spherical_mixture(x64, n_steps
 
     x, mask, t0 = _problem(1, dim=3)
     hp = rf.Hparams(step_size=1.0, prior_strength=0.0)
-    state0 = rf.init(dynamics.Points.of(jnp.asarray(x), jnp.asarray(mask)), jnp.asarray(t0), hp)
+    state0 = jax.jit(rf.init)(dynamics.Points.of(jnp.asarray(x), jnp.asarray(mask)), jnp.asarray(t0), hp)
     gm = GaussianMixture(
         n_components=4,
         covariance_type="spherical",
@@ -208,7 +208,7 @@ def test_the_objective_never_decreases(x64, alpha, kappa):
     assert f[-1] - f[0] > 1.0  # it does climb
     assert np.all(np.diff(f) >= -1e-9 * np.abs(f[1:])), np.diff(f).min()
     # the objective is the reference's
-    state = rf.init(points, jnp.asarray(t0), hp)
+    state = jax.jit(rf.init)(points, jnp.asarray(t0), hp)
     assert float(rf.objective(x, state, hp, mask)) == pytest.approx(
         ref_objective(
             x,
@@ -226,17 +226,19 @@ def test_jax_grad_of_the_objective_is_the_closed_form_gradient(x64):
     rng = np.random.default_rng(3)
     state = (t0 + rng.normal(size=t0.shape), rng.uniform(-0.5, 0.8, 4), np.log(rng.dirichlet(np.ones(4))) + 0.3)
     hp = rf.Hparams(0.5, 0.2, 1.7)
-    auto = jax.grad(lambda st: rf.objective(x, st, hp, mask))(_mixture(state))
+    auto = jax.jit(jax.grad(lambda st: rf.objective(x, st, hp, mask)))(_mixture(state))
     closed = rf.gradient(x, _mixture(state), hp, mask)
     ref = ref_gradient(x, mask.astype(float), *state, 0.2, 1.7)
     _assert_state(closed, ref, 1e-10, 1e-10, "closed form vs hand")
     _assert_state(auto, ref, 1e-10, 1e-10, "jax.grad vs hand")
     assert np.max(np.abs(np.asarray(auto.tokens))) > 1.0  # not at a stationary point
     # the step is the preconditioned gradient: mean moves alpha sigma^2 / (N_j + eps) * gradient
-    new = rf.step(_mixture(state), dynamics.Points.of(jnp.asarray(x), jnp.asarray(mask)), hp, 0, None)
+    new = jax.jit(lambda st, points: rf.step(st, points, hp, 0, None))(
+        _mixture(state), dynamics.Points.of(jnp.asarray(x), jnp.asarray(mask))
+    )
     nj = ref_resp(x, mask.astype(float), *state).sum(0)
     np.testing.assert_allclose(
-        np.asarray(new.tokens - state[0]), 0.5 * np.exp(2 * state[1])[:, None] / (nj + EPS)[:, None] * ref[0], rtol=1e-9
+        np.asarray(new.tokens) - state[0], 0.5 * np.exp(2 * state[1])[:, None] / (nj + EPS)[:, None] * ref[0], rtol=1e-9
     )
 
 
@@ -339,7 +341,7 @@ def test_a_token_with_no_mass_stays_put_and_a_single_token_fits_the_data(x64):
     r = dynamics.run(x, t0, rf.Hparams(1.0, 0.0, 0.0), rule=rf.REFINEMENT, mask=mask, n_steps=40, tol=1e-8)
     np.testing.assert_array_equal(np.asarray(r.tokens[3]), t0[3])  # bit for bit
     assert float(r.state.log_scale[3]) == float(
-        rf.init(dynamics.Points.of(x, mask), jnp.asarray(t0), rf.Hparams(1.0, 0.0, 0.0)).log_scale[3]
+        jax.jit(rf.init)(dynamics.Points.of(x, mask), jnp.asarray(t0), rf.Hparams(1.0, 0.0, 0.0)).log_scale[3]
     )
     assert float(r.state.log_weight[3]) == rf.LOG_WEIGHT_MIN
     # T = 1, no prior: one EM step is the closed form, the mean and the per-coordinate variance

@@ -38,7 +38,7 @@ def test_straight_through_forward_is_hard_and_gradient_is_soft():
 def test_gumbel_softmax_limits():
     z = jnp.log(jnp.asarray([0.5, 0.3, 0.15, 0.05]))
     keys = jax.random.split(jax.random.key(0), 40_000)
-    y, idx = jax.vmap(lambda k: encoders.gumbel_softmax(k, z[None], 1e-3, hard=False))(keys)
+    y, idx = jax.jit(jax.vmap(lambda k: encoders.gumbel_softmax(k, z[None], 1e-3, hard=False)))(keys)
     y, idx = np.asarray(y)[:, 0], np.asarray(idx)[:, 0]
     # tau -> 0: the soft sample is the one-hot argmax ...
     # (up to near-ties of the perturbed logits, whose share shrinks with tau)
@@ -47,7 +47,7 @@ def test_gumbel_softmax_limits():
     counts = np.bincount(idx, minlength=4)
     assert scipy.stats.chisquare(counts, 40_000 * np.array([0.5, 0.3, 0.15, 0.05])).pvalue > 1e-4
     # tau -> inf: uniform
-    y_hot, _ = encoders.gumbel_softmax(jax.random.key(3), z[None], 1e6, hard=False)
+    y_hot, _ = jax.jit(encoders.gumbel_softmax, static_argnames="hard")(jax.random.key(3), z[None], 1e6, hard=False)
     np.testing.assert_allclose(np.asarray(y_hot), 0.25, atol=1e-5)
 
 
@@ -134,19 +134,21 @@ def test_temperature_schedule():
 
 
 def test_mlp_decoder_matches_numpy():
-    p = decoders.init_mlp(jax.random.key(0), cells=9, features=2, vocab_size=7, hidden=16, depth=2)
+    init = jax.jit(decoders.init_mlp, static_argnames=("cells", "features", "vocab_size", "hidden", "depth"))
+    p = init(jax.random.key(0), cells=9, features=2, vocab_size=7, hidden=16, depth=2)
     x = np.random.default_rng(0).normal(size=(5, 9, 2)).astype(np.float32)
     h = x.reshape(5, -1)
     for layer in p["layers"]:
         h = np.maximum(h @ np.asarray(layer["w"]) + np.asarray(layer["b"]), 0)
     ref = h @ np.asarray(p["out"]["w"]) + np.asarray(p["out"]["b"])
-    np.testing.assert_allclose(np.asarray(decoders.apply_mlp(p, jnp.asarray(x))), ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(jax.jit(decoders.apply_mlp)(p, jnp.asarray(x))), ref, rtol=1e-4, atol=1e-5)
 
 
 def test_cnn_decoder_matches_scipy():
     import scipy.signal
 
-    p = decoders.init_cnn(jax.random.key(0), cells=25, features=3, vocab_size=11, channels=4)
+    init = jax.jit(decoders.init_cnn, static_argnames=("cells", "features", "vocab_size", "channels"))
+    p = init(jax.random.key(0), cells=25, features=3, vocab_size=11, channels=4)
     x = np.random.default_rng(0).normal(size=(2, 25, 3)).astype(np.float64)
 
     def conv(h, w, b):  # h (N, N, Cin), w (3, 3, Cin, Cout): 'same' cross-correlation
@@ -164,7 +166,7 @@ def test_cnn_decoder_matches_scipy():
         h = conv(img, np.asarray(p["conv1"]["w"], np.float64), np.asarray(p["conv1"]["b"]))
         h = conv(h, np.asarray(p["conv2"]["w"], np.float64), np.asarray(p["conv2"]["b"]))
         ref.append(h.reshape(-1) @ np.asarray(p["out"]["w"]) + np.asarray(p["out"]["b"]))
-    out = decoders.apply_cnn(p, jnp.asarray(x, jnp.float32))
+    out = jax.jit(decoders.apply_cnn)(p, jnp.asarray(x, jnp.float32))
     np.testing.assert_allclose(np.asarray(out), np.stack(ref), rtol=1e-4, atol=1e-4)
 
 

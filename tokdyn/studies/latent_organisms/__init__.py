@@ -26,6 +26,7 @@ import jax
 
 from tokdyn import _checks, io, train
 from tokdyn.experiment import runner, variants
+from tokdyn.experiment.findings import judge
 from tokdyn.experiment import study as study_dir
 from tokdyn.models.latent import tasks as grid_tasks
 from tokdyn.models.organism import evaluation
@@ -33,6 +34,14 @@ from tokdyn.models.organism import tasks as organism_tasks
 from tokdyn.models.organism import training as organism
 from tokdyn.train import optim, store
 from tokdyn.train.store import TESTED
+from tokdyn.studies.latent_organisms.findings import (  # noqa: F401
+    ACCURACY_MARGIN,
+    READ_LEVEL,
+    latents_short,
+    reads_image,
+    text_helps,
+    verdicts,
+)
 
 STUDY = "latent-organisms"
 SELECTION = ("variants", "train", "max_minutes", "preset")  # fields that choose what runs or how it is labelled
@@ -54,7 +63,8 @@ def default_training() -> organism.Config:
     """The organisms the study trains by default: a 4 x 4 grid of 4 colours, the :data:`FAMILIES`, the 5 answers
     of each family in their own order (``order="fixed"``: a letter names one value), a decoder of 4 layers x 64
     (with 2, one seed of ``direct`` never learns to read a cell: ``benchmarks/runs/cpu-2026-11-28-latent-organisms-
-    L4-889cbeb/``), the vision tower 2 x 32, 4 latents a block, 3,000 steps of 32 instances."""
+    L4-889cbeb/``), the vision tower 2 x 32, 4 latents a block, 3,000 steps of 32 instances, 3 seeds (the fewest from which a finding
+    is decided: :data:`tokdyn.experiment.findings.MIN_SEEDS`)."""
     return organism.Config(
         tasks=organism_tasks.Config(
             task=grid_tasks.Config(grid_size=4, n_colours=4, families=FAMILIES), n_options=5, order="fixed"
@@ -64,7 +74,7 @@ def default_training() -> organism.Config:
         n_train=8192,
         n_val=256,
         n_test=512,
-        seeds=2,
+        seeds=3,
     )
 
 
@@ -352,6 +362,7 @@ SPEC = runner.Spec(
     check=check,
     figures=lambda session, cfg, r: [variants.plot_curves(session.out, cfg.variants, r.data["families"])],
     summary=summary,
+    findings=lambda out: judge(out, "accuracy.csv", STUDY, verdicts),
     printed=lambda cfg, r, text: (
         text + ("" if r.data["done"] else f"\nnot finished: run the same command again to resume ({r.data['out']})")
     ),

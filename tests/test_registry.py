@@ -42,6 +42,7 @@ def test_reproduce_runs_by_default_all_but_the_studies_sized_for_an_accelerator(
         "latent-reasoning-sweep",
         "vlm-diagnostics",  # a checkpoint's study: without --model its numbers are a random model's
         "latent-organisms",  # Qwen2.5-VL organisms: projected hours at its defaults on two CPU cores
+        "organism-diagnostics",  # it reads the organisms of a latent-organisms directory
     }
     reproduce.Config(studies=("slots-sweep",)).validate()  # named: runs
     assert reproduce.reported(str(tmp_path)) == ()  # a report covers the studies run, none else

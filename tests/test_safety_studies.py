@@ -18,7 +18,7 @@ from tokdyn.studies import latent_diagnostics
 from tokdyn.studies import token_dynamics
 
 STUDIES = [name for group, name in cli.COMMANDS if group == "study"]
-ANALYSES = ("latent-diagnostics", "latent-optimisation")  # they read a --source directory
+ANALYSES = ("latent-diagnostics", "latent-optimisation", "organism-diagnostics")  # they read a --source directory
 
 # one list of conditions per study, given with a value twice: (option, value)
 REPEATED = {
@@ -27,6 +27,7 @@ REPEATED = {
     "visual-tokens": ("vocab_sizes", "5,51,5"),
     "latent-reasoning": ("variants", "direct,text,direct"),
     "latent-organisms": ("variants", "direct,latent,direct"),
+    "organism-diagnostics": ("recipes", "latent,coconut,latent"),
     "latent-optimisation": ("perturbations", "blank,blank"),
     "latent-diagnostics": ("noise_sigmas", "0.25,0.25"),
     "grid-diffusion": ("models", "grid_ddpm,token_ar,grid_ddpm"),
@@ -51,6 +52,8 @@ ABSURD = [
     ("latent-reasoning", "n_train", HUGE),
     ("latent-organisms", "n_train", HUGE),
     ("latent-organisms", "batch_size", HUGE),
+    ("organism-diagnostics", "n_instances", HUGE),
+    ("organism-diagnostics", "batch_size", HUGE),
     ("latent-optimisation", "n_pairs", HUGE),
     ("latent-optimisation", "n_iters", HUGE),
     ("latent-diagnostics", "probe_steps", HUGE),

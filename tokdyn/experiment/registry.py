@@ -193,6 +193,16 @@ STUDIES = (
         by_default=False,
     ),
     Entry(
+        "organism-diagnostics",
+        ("study", "organism-diagnostics"),
+        "tokdyn.studies.organism_diagnostics",
+        "the latent analyses (decomposition, mediation) of every trained organism of a latent-organisms directory, "
+        "judged over seeds",
+        "results/organism-diagnostics",
+        reads=("latent-organisms",),
+        by_default=False,
+    ),
+    Entry(
         "vlm-diagnostics",
         ("study", "vlm-diagnostics"),
         "tokdyn.studies.vlm_diagnostics",

@@ -179,6 +179,7 @@ class Config:
                 n_train=512,
                 n_val=64,
                 n_test=128,
+                seeds=2,
             ),
         )
 
@@ -295,6 +296,85 @@ def splits(cfg: Config) -> organism.Splits:
     return organism.splits(cfg.training)
 
 
+# ---------------------------------------------------------------------------------------------- its readers
+
+
+def open_source(source: str, recipes=(), *, latent_only: bool = True) -> dict:
+    """The record (the verified ``config.json``) of the latent-organisms directory ``source`` for a study that
+    reads its organisms: :class:`~tokdyn.experiment.study.Refused` naming what is missing when it holds no
+    finished study of this one, or when one of ``recipes`` has no saved organisms (without ``recipes``: when no
+    saved recipe feeds latents back, with ``latent_only``)."""
+    try:
+        record = study_dir.read_record(source)
+    except FileNotFoundError:
+        raise study_dir.Refused(
+            f"source={source!r} holds no finished study (no config.json): run `tokdyn study {STUDY} --out "
+            f"{source}` first"
+        ) from None
+    except (io.CorruptFile, ValueError) as e:
+        raise study_dir.Refused(f"source={source!r}: {e}") from None
+    if record.get("study") != STUDY:
+        raise study_dir.Refused(f"source={source!r} holds the study {record.get('study')!r}, not {STUDY!r}")
+    saved = record.get("organisms") or {}
+    for name in recipes:
+        if name not in saved:
+            raise study_dir.Refused(
+                f"recipes: {name!r} has no saved organisms in source={source!r} (finished with organisms: "
+                f"{sorted(saved) or 'none'})"
+            )
+    if not recipes and latent_only and not saved_recipes(record, latent_only=True):
+        raise study_dir.Refused(
+            f"source={source!r} holds no finished recipe that feeds latents back (finished with organisms: "
+            f"{sorted(saved) or 'none'}): name the recipes"
+        )
+    return record
+
+
+def saved_recipes(record: dict, *, latent_only: bool = False) -> dict:
+    """``{recipe: seeds}`` of the organisms the record says were saved (with ``latent_only``, the recipes that
+    feed latents back, ``block="feedback"``)."""
+    saved = record.get("organisms") or {}
+    return {
+        n: len(dirs)
+        for n, dirs in saved.items()
+        if not latent_only or (n in organism.VARIANTS and organism.VARIANTS[n].block == "feedback")
+    }
+
+
+def recorded_training(record: dict) -> organism.Config:
+    """The organisms' training configuration as the record holds it: its tasks (the grid, the families, the
+    options) and its root seed; the rest at its defaults."""
+    raw = record["config"]["training"]
+    tasks = dict(raw["tasks"])
+    task = dict(tasks.pop("task"))
+    task["families"] = tuple(task["families"])
+    return organism.Config(
+        tasks=organism_tasks.Config(task=grid_tasks.Config(**task), **tasks), root_seed=int(raw["root_seed"])
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Organisms:
+    """The trained organisms of a latent-organisms directory as the studies that read it see them: the study's
+    ``SPEC.store`` (:data:`STORE`), reached by name (:func:`tokdyn.experiment.analysis.source_store`), so that no
+    study imports another.
+
+    Attributes:
+      open_source: :func:`open_source`.
+      saved: :func:`saved_recipes`.
+      training: :func:`recorded_training`.
+      path: :func:`organism_dir` (where each seed is saved, under the directory as it lies now).
+    """
+
+    open_source: object = open_source
+    saved: object = saved_recipes
+    training: object = recorded_training
+    path: object = organism_dir
+
+
+STORE = Organisms()
+
+
 # ---------------------------------------------------------------------------------------------- the study
 
 
@@ -369,6 +449,7 @@ SPEC = runner.Spec(
     outputs=("accuracy.csv", "convergence.csv", "tests.csv"),
     figure_files=("learning_curves.png",),
     selection=SELECTION,
+    store=STORE,
 )
 
 

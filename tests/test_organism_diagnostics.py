@@ -1,5 +1,5 @@
 """The organism-diagnostics study (tokdyn.studies.organism_diagnostics): one organism's vlm-diagnostics tables
-reduced as a plain loop over their rows reduces them, the findings O3, O4a and O4b decided on tables written
+reduced as a plain loop over their rows reduces them, the findings O3, O4a, O4b and O5 decided on tables written
 here (values far from every threshold), and a source that is missing, of another study or without the recipe
 asked for refused with exit 2 before any work. The full tier diagnoses the organisms of a micro
 latent-organisms run end to end."""
@@ -66,13 +66,18 @@ def synthetic_tables(rng):
             mediation.append(
                 dict(instance=i, kind=k, level=lv, path="input_answer", cosine_distance=math.nan, flipped=1.0)
             )
-    return instances, accuracy, decomposition, mediation
+    optimisation = [
+        dict(instance=i, correct_before=float(rng.integers(2)), correct_best=float(rng.integers(2))) for i in FAMILY
+    ]
+    optimisation[1]["correct_best"] = math.nan  # an instance the optimisation left without an answer
+    injection = [dict(instance=i, correct_before=0.0, correct_best=float(i % 2)) for i in FAMILY]
+    return instances, accuracy, decomposition, mediation, optimisation, injection
 
 
 def test_one_organisms_tables_reduce_to_their_means_per_family():
     rng = np.random.default_rng(0)
-    inst, acc, dec, med = synthetic_tables(rng)
-    rows = od.organism_rows("latent", 2, *(columns(t) for t in (inst, acc, dec, med)))
+    inst, acc, dec, med, opt, inj = synthetic_tables(rng)
+    rows = od.organism_rows("latent", 2, *(columns(t) for t in (inst, acc, dec, med, opt, inj)))
     got = {(r[2], r[3], r[4], r[5]): (r[6], r[7]) for r in rows}
     assert all(r[0] == "latent" and r[1] == 2 for r in rows)
     for family in ("read", "gravity", "all"):
@@ -100,7 +105,18 @@ def test_one_organisms_tables_reduce_to_their_means_per_family():
                 if r["instance"] in mine and r["kind"] == k and r["level"] == lv and r["path"] == "input_latent"
             ]
             assert got[(family, "shift", k, f"{lv:g}")] == pytest.approx((np.mean(d), len(mine)))
+        for k, table in (("optimisation", opt), ("injection", inj)):
+            change = [
+                r["correct_best"] - r["correct_before"]
+                for r in table
+                if r["instance"] in mine and not math.isnan(r["correct_best"])
+            ]
+            assert got[(family, "dmlr", k, "")] == pytest.approx((np.mean(change), len(change)))
     assert not any(m == "flip" and k in ("gaussian", "blank") for _, m, k, _ in got)  # input_answer rows: not flips
+    without = od.organism_rows("latent", 2, *(columns(t) for t in (inst, acc, dec, med)))
+    kept = [r for r in rows if r[3] != "dmlr"]  # no DMLR tables: no DMLR rows, the rest the same
+    assert [r[:6] for r in without] == [r[:6] for r in kept]
+    np.testing.assert_array_equal([r[6] for r in without], [r[6] for r in kept])
 
 
 def organisms_table(values: dict) -> dict:
@@ -128,7 +144,8 @@ def test_the_findings_take_each_recipes_strongest_effect_over_seeds():
             ("latent_lvr", "shift", "blank", "0"): [0.30, 0.35, 0.32],
         }
     )
-    o3, o4a, o4b = odf.verdicts(t)
+    o3, o4a, o4b, o5 = odf.verdicts(t)
+    assert o5.verdict == "open" and o5.basis == "no dmlr rows in organisms.csv"
     assert [r[0] for r in o3.rows] == ["latent", "latent_lvr"]
     assert o3.rows[0][-1] == "reproduced" and o3.rows[1][-1] == "n/a" and o3.verdict == "reproduced"
     expect = experiment_findings.seed_interval([0.90, 0.85, 0.95])  # seeds paired by their number
@@ -142,6 +159,20 @@ def test_the_findings_take_each_recipes_strongest_effect_over_seeds():
     shares = {0: 0.10, 1: 0.15, 2: 0.20}
     low["value"] = np.asarray([shares[s] if m else v for m, s, v in zip(sel, low["seed"], low["value"])], dtype=object)
     assert odf.markers_finding(low).rows[0][-1] == "refuted"  # the markers keep 10-20% of the gain
+    dmlr = organisms_table(
+        {
+            ("latent", "dmlr", "optimisation", ""): [0.05, 0.06, 0.055],  # improves without injection
+            ("latent", "dmlr", "injection", ""): [-0.02, -0.01, -0.015],  # not with it: the verdict's
+            ("coconut", "dmlr", "injection", ""): [0.0, 0.001, 0.0005],
+        }
+    )
+    o5 = odf.dmlr_finding(dmlr)
+    assert [(r[0], r[1], r[-1]) for r in o5.rows] == [
+        ("latent", "optimisation", "reproduced"),
+        ("latent", "injection", "refuted"),
+        ("coconut", "injection", "refuted"),
+    ]
+    assert o5.verdict == "refuted"
     two = organisms_table({("latent", "flip", "swap", ""): [0.3, 0.4]})
     assert odf.mediation_findings(two)[1].verdict == "open"  # too few seeds
 
@@ -200,4 +231,4 @@ def test_the_organisms_of_a_micro_run_are_diagnosed_and_reduced(tmp_path):
         assert {r[3] for r in mine} >= {"accuracy", "block_gain", "markers_share", "flip", "shift"}
         assert sum(1 for s in table["seed"] if int(s) == seed) == len(mine)
     found = od.SPEC.findings(out)
-    assert [f.key for f in found] == ["O3", "O4a", "O4b"]
+    assert [f.key for f in found] == ["O3", "O4a", "O4b", "O5"]

@@ -1,6 +1,6 @@
 """The organism-diagnostics study: the seeds' latent-reasoning analyses asked of every trained organism of a
 latent-organisms directory, seed by seed, and the findings of the boundary markers' share (O3) and of mediation
-(O4a, O4b) judged over seeds.
+(O4a, O4b) and of confidence-driven latent optimisation (O5) judged over seeds.
 
 ``tokdyn study organism-diagnostics --source SRC --out DIR`` (:func:`main`, :class:`Config`) reads a
 ``tokdyn study latent-organisms`` directory (its record: the recipes finished, their organisms and the tasks
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Optional
 
 import jax
 import numpy as np
@@ -45,7 +46,7 @@ from tokdyn.studies.organism_diagnostics.findings import (  # noqa: F401
 
 SOURCE = "latent-organisms"  # the study whose directory this one reads
 DIAGNOSTICS = "vlm-diagnostics"  # the study run on each organism
-ANALYSES = ("accuracy", "decomposition", "mediation")  # vlm-diagnostics' analyses this study reduces
+ANALYSES = ("accuracy", "decomposition", "mediation", "optimisation", "injection")  # vlm-diagnostics' it reduces
 INSTANCE_STREAM = 3  # the organisms' root seed's stream of these instances (their splits draw 0, 1 and 2)
 SELECTION = ("preset",)
 TABLE = "organisms.csv"
@@ -165,7 +166,14 @@ def _column(table: dict, name: str) -> np.ndarray:
 
 
 def organism_rows(
-    recipe: str, seed: int, instances: dict, accuracy: dict, decomposition: dict, mediation: dict
+    recipe: str,
+    seed: int,
+    instances: dict,
+    accuracy: dict,
+    decomposition: dict,
+    mediation: dict,
+    optimisation: Optional[dict] = None,
+    injection: Optional[dict] = None,
 ) -> list:
     """One organism's vlm-diagnostics tables reduced to rows of :data:`COLUMNS`, per family (its instances'
     ``benchmark``) and over all (``"all"``):
@@ -177,7 +185,10 @@ def organism_rows(
       a share of that gain (NaN where the gain is not positive);
     - ``flip`` (kind: the intervention): the share of answers an intervention on the latents changes;
     - ``shift`` (kind: the image perturbation, level its level): the latents' mean cosine distance from the
-      clean run's under a perturbed image (over the latent steps and the perturbation's draws).
+      clean run's under a perturbed image (over the latent steps and the perturbation's draws);
+    - ``dmlr`` (kind ``optimisation``: DMLR's confidence-driven optimisation of the latents; ``injection``: with
+      its visual injection): the accuracy after the optimisation minus before (the tables' ``correct_best`` and
+      ``correct_before``; without the tables, none).
 
     ``n``: the instances each value pools."""
     bench = {int(i): str(b) for i, b in zip(_column(instances, "instance"), _column(instances, "benchmark"))}
@@ -217,6 +228,12 @@ def organism_rows(
         for k, lv in dict.fromkeys(zip(kind[inp].tolist(), level[inp].tolist())):
             s = inp & (kind == k) & (level == lv)
             add(family, "shift", k, f"{lv:g}", _mean(dist[s]), len(set(_column(m, "instance")[s].tolist())))
+        for k, o in (("optimisation", optimisation), ("injection", injection)):
+            if o is None:
+                continue
+            change = experiment_findings.numbers(o, "correct_best") - experiment_findings.numbers(o, "correct_before")
+            osel = fam_mask(o, family) & np.isfinite(change)
+            add(family, "dmlr", k, "", _mean(change[osel]), osel.sum())
     return rows
 
 
@@ -300,8 +317,9 @@ def summary(cfg: Config, r: runner.Result) -> str:
     level = np.asarray(t["level"], object).astype(str)
     seed = np.asarray(t["seed"], int)
     lines = [
-        "| recipe | family | seeds | accuracy | block gain | markers' share | strongest flip | strongest shift |",
-        "|---|---|---|---|---|---|---|---|",
+        "| recipe | family | seeds | accuracy | block gain | markers' share | strongest flip | strongest shift | "
+        "DMLR change (with injection) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(sel):
@@ -327,12 +345,15 @@ def summary(cfg: Config, r: runner.Result) -> str:
                 )
                 label = best[0] + (f" {best[1]}" if best[1] else "")
                 cells.append(f"{label}: {cell(sel & (kind == best[0]) & (level == best[1]))}")
+            cells.append(cell(base & (measure == "dmlr") & (kind == "injection")))
             lines.append(f"| {name} | {fam} | {len(set(seed[base].tolist()))} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Means over seeds (min-max). Block gain: the accuracy with the latent block minus with none; markers' share:"
         " the markers alone's part of that gain (where it is positive); flip: the share of answers an intervention "
-        "on the latents changes; shift: the latents' cosine distance from the clean run's under a perturbed image.",
+        "on the latents changes; shift: the latents' cosine distance from the clean run's under a perturbed image; "
+        "DMLR change: the accuracy after the confidence-driven optimisation of the latents (with its visual "
+        "injection) minus before.",
     ]
     return "\n".join(lines)
 
@@ -344,6 +365,7 @@ PANELS = (
     ("markers_share", "markers' share of it"),
     ("flip", "answers changed (strongest intervention)"),
     ("shift", "latents moved (strongest perturbation)"),
+    ("dmlr", "DMLR's change in accuracy (strongest)"),
 )
 
 

@@ -1,7 +1,8 @@
 """The organism-diagnostics study's findings, judged from ``organisms.csv`` over the seeds of each recipe
 (:func:`verdicts`): O3, the boundary markers' share of the latent block's gain (:func:`markers_finding`); O4a,
-input -> latent and O4b, latent -> answer (:func:`mediation_findings`). They ask the questions of findings 3, 4a
-and 4b of the latent-diagnostics study of the Qwen2.5-VL organisms, with the same thresholds, on every test
+input -> latent and O4b, latent -> answer (:func:`mediation_findings`); O5, DMLR (:func:`dmlr_finding`). They ask
+the questions of findings 3, 4a and 4b of the latent-diagnostics study and 5 of the latent-optimisation study of
+the Qwen2.5-VL organisms, with the same thresholds, on every test
 instance of every family (``family`` ``all``), the interval one over seeds (each organism's value its mean over
 instances)."""
 
@@ -16,6 +17,7 @@ from tokdyn.experiment.findings import (
     RATE,
     Finding,
     aggregate,
+    difference_bounds,
     interval,
     numbers,
     seed_interval,
@@ -28,15 +30,18 @@ MARKERS_MARGIN = 0.05  # refuted only when the interval misses the band widened 
 MARKERS_MAX_WIDTH = 0.6  # an interval wider than this is consistent with everything: open
 SHIFT_DISCONNECTED, SHIFT_CONNECTED = 0.05, 0.20  # input -> latent: cosine distance the latents move
 FLIP_DISCONNECTED, FLIP_CONNECTED = 0.10, 0.15  # latent -> answer: share of answers an intervention flips
+GAIN_EXCLUDED = 0.01  # DMLR: refuted when a gain of this much accuracy is excluded
+DMLR = "injection"  # the paper's full method: the optimisation with its visual injection
 GAIN = (-1.0, 1.0)  # the range of a block's gain in accuracy
 DISTANCE = (0.0, 2.0)  # the range of a cosine distance
 POOLED = "all"  # the family the findings are judged on: every instance
 ORIGIN_MARKERS = "arXiv 2606.01287"
 ORIGIN_MEDIATION = 'arXiv 2602.22766 ("Imagination helps, but not yet in latent space")'
+ORIGIN_DMLR = "arXiv 2512.12623 (DMLR)"
 
 
-def claims() -> tuple[Finding, Finding, Finding]:
-    """O3, O4a and O4b as stated, before any table is read."""
+def claims() -> tuple[Finding, Finding, Finding, Finding]:
+    """O3, O4a, O4b and O5 as stated, before any table is read."""
     lo_b, hi_b = MARKERS_BAND
     o3 = Finding(
         "O3",
@@ -76,7 +81,20 @@ def claims() -> tuple[Finding, Finding, Finding]:
         "recipes as in O4a.",
         study=STUDY,
     )
-    return o3, o4a, o4b
+    o5 = Finding(
+        "O5",
+        "Organisms: confidence-driven latent optimisation (DMLR)",
+        "Optimising the latents at inference to make the model more confident (DMLR, with its visual injection) "
+        "improves the organisms' accuracy.",
+        ORIGIN_DMLR,
+        f"Per recipe, each seed's change in accuracy on every test instance (after − before), a 95% interval over "
+        f"seeds (at least {MIN_SEEDS}): improves (reproduced) when it lies above 0, does not (refuted) when it lies "
+        f"below +{GAIN_EXCLUDED:g} (a gain of {GAIN_EXCLUDED:g} or more is excluded), open otherwise. The verdict is "
+        "the full method's (with injection), refuted when one recipe refutes it, reproduced when every recipe "
+        "reproduces it; the optimisation without injection is listed with the same rule.",
+        study=STUDY,
+    )
+    return o3, o4a, o4b, o5
 
 
 def seed_values(table, recipe: str, measure: str, kind: str = "", level: str = "", family: str = POOLED) -> np.ndarray:
@@ -169,7 +187,7 @@ def _connection(stat, disconnected: float, connected: float) -> str:
 
 def mediation_findings(table) -> list:
     """O4a and O4b from ``organisms.csv``."""
-    _, a, b = claims()
+    _, a, b, _ = claims()
     names = list(dict.fromkeys(strings(table, "recipe").tolist()))
     found = []
     for f, measure, bounds, (dis, con), what in (
@@ -200,8 +218,38 @@ def mediation_findings(table) -> list:
     return found
 
 
+def dmlr_finding(table) -> Finding:
+    """O5 from ``organisms.csv``: per recipe and kind (``optimisation``, ``injection``), the change in accuracy
+    over seeds; the verdict rests on :data:`DMLR`."""
+    f = claims()[3]
+    recipe, measure = strings(table, "recipe"), strings(table, "measure")
+    names = list(dict.fromkeys(recipe[measure == "dmlr"].tolist()))
+    rows = []
+    for name in names:
+        for kind in ("optimisation", "injection"):
+            change = seed_values(table, name, "dmlr", kind)
+            if not change.size:
+                continue
+            m, lo, hi, n = seed_interval(change, difference_bounds(RATE))
+            if n < MIN_SEEDS or not np.isfinite(lo):
+                v = "open"
+            else:
+                v = "reproduced" if lo > 0 else "refuted" if hi < GAIN_EXCLUDED else "open"
+            rows.append([name, kind, interval(m, lo, hi), str(n), v])
+    if not rows:
+        return dataclasses.replace(f, basis="no dmlr rows in organisms.csv")
+    full = [r[-1] for r in rows if r[1] == DMLR]
+    return dataclasses.replace(
+        f,
+        header=("recipe", "optimisation", "accuracy change [95% over seeds]", "seeds", "verdict"),
+        rows=rows,
+        verdict=aggregate(full) if full else "open",
+        basis="; ".join(f"{r[0]} {r[2]}" for r in rows if r[1] == DMLR) or "no injection rows in organisms.csv",
+    )
+
+
 def verdicts(table) -> list:
-    """O3, O4a and O4b from ``organisms.csv`` (``{}``: the claims alone, for a table that cannot be read)."""
+    """O3, O4a, O4b and O5 from ``organisms.csv`` (``{}``: the claims alone, for a table that cannot be read)."""
     if not table:
         return list(claims())
-    return [markers_finding(table), *mediation_findings(table)]
+    return [markers_finding(table), *mediation_findings(table), dmlr_finding(table)]

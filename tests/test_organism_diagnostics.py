@@ -191,6 +191,7 @@ def write_source(path, study="latent-organisms", organisms=None):
         ("direct", [], "feeds latents back"),
         ("direct", ["--recipes", "latent"], "'latent' has no saved organisms"),
         ("direct", ["--recipes", "dreaming"], "recipe"),
+        ("direct", ["--recipes", "direct"], "feeds no latents back"),
         ("direct", ["--n-instances", "0"], "n_instances"),
     ],
 )

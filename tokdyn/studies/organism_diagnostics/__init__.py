@@ -7,11 +7,12 @@ latent-organisms directory, seed by seed, and the findings of the boundary marke
 they were trained on), writes fresh multiple-choice instances of every task family (:func:`write_instances`: a
 stream of the organisms' root seed that none of their splits draws) and runs ``vlm-diagnostics`` on each
 organism of the chosen recipes (``--latents generated``: the latents each writes itself; the accuracy, the
-decomposition of its block and the mediation analyses) into ``DIR/organisms/RECIPE/seed_S/``, each a study
-directory of its own that resumes. It then reduces every organism's tables to a few numbers per task family
-(:func:`organism_rows`: accuracy, the block's gain, the markers' share of it, each intervention's flip rate,
-each image perturbation's shift of the latents) in ``organisms.csv``, with ``summary.md`` (means and ranges over
-seeds) and ``config.json``. The analyses are :mod:`tokdyn.diagnostics.vlm`'s, through the vlm-diagnostics
+decomposition of its block, the mediation analyses and DMLR with and without its visual injection) into
+``DIR/organisms/RECIPE/seed_S/``, each a study directory of its own that resumes. It then reduces every
+organism's tables to a few numbers per task family (:func:`organism_rows`: accuracy, the block's gain, the
+markers' share of it, each intervention's flip rate, each image perturbation's shift of the latents, DMLR's
+change in accuracy) in ``organisms.csv``, with ``summary.md`` (means and ranges over seeds), ``organisms.png``
+and ``config.json``. The analyses are :mod:`tokdyn.diagnostics.vlm`'s, through the vlm-diagnostics
 study, found by name (:mod:`tokdyn.experiment.loading`): this study imports no other.
 
 The findings (:mod:`tokdyn.studies.organism_diagnostics.findings`) and the page:
@@ -81,7 +82,11 @@ class Config:
         for name in self.recipes:
             if not isinstance(name, str):
                 raise TypeError(f"recipes must be names of {sorted(organism.VARIANTS)}, got {name!r}")
-            organism.variant(name)
+            if organism.variant(name).block != "feedback":
+                raise ValueError(
+                    f"recipes: {name!r} feeds no latents back, so its organisms write no latent block for the "
+                    f"analyses to act on; choose among {sorted(n for n, v in organism.VARIANTS.items() if v.block == 'feedback')}"
+                )
         _checks.distinct("recipes", self.recipes)
         _checks.positive_int("n_instances", self.n_instances)
         _checks.positive_int("batch_size", self.batch_size)

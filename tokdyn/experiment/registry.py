@@ -196,7 +196,7 @@ STUDIES = (
         "organism-diagnostics",
         ("study", "organism-diagnostics"),
         "tokdyn.studies.organism_diagnostics",
-        "the latent analyses (decomposition, mediation) of every trained organism of a latent-organisms directory, "
+        "the latent analyses (decomposition, mediation, DMLR) of every trained organism of a latent-organisms directory, "
         "judged over seeds",
         "results/organism-diagnostics",
         reads=("latent-organisms",),

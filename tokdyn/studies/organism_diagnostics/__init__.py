@@ -30,6 +30,7 @@ import numpy as np
 
 from tokdyn import _checks, io
 from tokdyn.experiment import findings as experiment_findings
+from tokdyn.diagnostics import vlm
 from tokdyn.experiment import analysis, loading, runner
 from tokdyn.experiment import study as study_dir
 from tokdyn.experiment.findings import judge
@@ -215,11 +216,15 @@ def organism_rows(
         d = decomposition
         dsel = fam_mask(d, family) & (experiment_findings.strings(d, "measure") == "correct")
         setting, correct = experiment_findings.strings(d, "setting"), experiment_findings.numbers(d, "correct")
-        acc = {s: _mean(correct[dsel & (setting == s)]) for s in ("full", "no_block", "markers_only")}
-        n = int((dsel & (setting == "full")).sum())
-        gain = acc["full"] - acc["no_block"]
-        add(family, "block_gain", "", "", gain, n)
-        share = (acc["markers_only"] - acc["no_block"]) / gain if gain > 0 else float("nan")
+        settings = ("full", "no_block", "markers_only")
+        inst = _column(d, "instance").astype(int)
+        # each setting's answers in the instances' order: the (K, B) rows of vlm.gain_kept
+        correct_by = np.stack(
+            [correct[dsel & (setting == s)][np.argsort(inst[dsel & (setting == s)])] for s in settings]
+        )
+        n = correct_by.shape[1]
+        add(family, "block_gain", "", "", _mean(correct_by[0]) - _mean(correct_by[1]), n)
+        share = vlm.gain_kept(correct_by, settings)["markers_only"] if n else float("nan")
         add(family, "markers_share", "markers_only", "", share, n)
         m = mediation
         msel = fam_mask(m, family)
@@ -311,6 +316,16 @@ def run(session: runner.Session, cfg: Config) -> runner.Result:
     )
 
 
+def strongest(value, kind, level, sel) -> Optional[tuple]:
+    """The ``(kind, level)`` among the rows ``sel`` whose values have the highest mean (NaN means last; None
+    without rows): a recipe's strongest intervention or perturbation."""
+    labels = list(dict.fromkeys(zip(kind[sel].tolist(), level[sel].tolist())))
+    if not labels:
+        return None
+    means = [_mean(value[sel & (kind == k) & (level == lv)]) for k, lv in labels]
+    return labels[int(np.argmax(np.nan_to_num(means, nan=-np.inf)))]
+
+
 def summary(cfg: Config, r: runner.Result) -> str:
     """Per recipe and family, the means over seeds (and their ranges) of the accuracy, the block's gain, the
     markers' share, the strongest intervention's flip rate and the strongest perturbation's shift."""
@@ -340,14 +355,10 @@ def summary(cfg: Config, r: runner.Result) -> str:
             cells = [cell(base & (measure == m)) for m in ("accuracy", "block_gain", "markers_share")]
             for m in ("flip", "shift"):
                 sel = base & (measure == m)
-                labels = sorted(set(zip(kind[sel].tolist(), level[sel].tolist())))
-                if not labels:
+                best = strongest(value, kind, level, sel)
+                if best is None:
                     cells.append("–")
                     continue
-                best = max(
-                    labels,
-                    key=lambda kl: np.nan_to_num(_mean(value[sel & (kind == kl[0]) & (level == kl[1])]), nan=-np.inf),
-                )
                 label = best[0] + (f" {best[1]}" if best[1] else "")
                 cells.append(f"{label}: {cell(sel & (kind == best[0]) & (level == best[1]))}")
             cells.append(cell(base & (measure == "dmlr") & (kind == "injection")))
@@ -390,14 +401,8 @@ def draw(session: runner.Session, cfg: Config, r: runner.Result) -> list:
         ax = fig.add_subplot(1, len(PANELS), p + 1)
         for x, name in enumerate(names):
             sel = (cols["recipe"] == name) & (cols["family"] == "all") & (cols["measure"] == measure)
-            labels = list(dict.fromkeys(zip(cols["kind"][sel].tolist(), cols["level"][sel].tolist())))
-            if labels:
-                best = max(
-                    labels,
-                    key=lambda kl: np.nan_to_num(
-                        _mean(value[sel & (cols["kind"] == kl[0]) & (cols["level"] == kl[1])]), nan=-np.inf
-                    ),
-                )
+            best = strongest(value, cols["kind"], cols["level"], sel)
+            if best is not None:
                 sel &= (cols["kind"] == best[0]) & (cols["level"] == best[1])
             ax.plot(np.full(sel.sum(), x), value[sel], "o", alpha=0.7)
             for s_, v in zip(seed[sel], value[sel]):

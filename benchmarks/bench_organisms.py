@@ -1,15 +1,18 @@
 """Training many organisms at once: N Qwen2.5-VL organisms (seeds) trained in one compiled program (vmapped,
 :func:`tokdyn.models.organism.training.train_models`) against a Python loop over the same N models, each
-trained alone by the same program at one model, with the same steps, in one process.
+trained alone by the same program at one model, with the same steps, in one process; and (``--sequential``)
+the same one program with its models run one after another inside it (``train.Execution(batch_size=1)``: a
+map over the models instead of a vmap).
 
 The model is the organism's CPU size (:class:`tokdyn.models.organism.training.Config`'s defaults: a decoder of
-2 layers of width 64, a vision tower of 2 blocks of width 32, 16 image tokens a 112 x 112 grid image), recipe
-``--variant`` (default ``latent``: 4 fed-back latents), ``--steps`` steps per model in calls of ``--steps`` (one
-call), batch 32, float32, on the CPU. Both forms run once first (their compiles, reported apart), then each is
-timed ``--repeats`` times, alternately; medians. Prints the machine, JAX's version and backend, the dtype and the
-load average, and writes the table to ``--out``. Usage::
+2 layers of width 64, ``--layers`` to change it, a vision tower of 2 blocks of width 32, 16 image tokens a
+112 x 112 grid image), recipe ``--variant`` (default ``latent``: 4 fed-back latents), ``--steps`` steps per model
+in calls of ``--steps`` (one call), batch 32, float32, on the CPU. Every form runs once first (their compiles,
+reported apart), then each is timed ``--repeats`` times, alternately; medians. Prints the machine, JAX's version
+and backend, the dtype and the load average, and writes the table to ``--out``. Usage::
 
-    python benchmarks/bench_organisms.py [--models 64] [--steps 10] [--variant latent] [--repeats 3] [--out DIR]
+    python benchmarks/bench_organisms.py [--models 64] [--steps 10] [--variant latent] [--layers 2] [--sequential]
+        [--repeats 3] [--out DIR]
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.R
 parser.add_argument("--models", type=int, default=64)
 parser.add_argument("--steps", type=int, default=10)
 parser.add_argument("--variant", default="latent")
+parser.add_argument("--layers", type=int, default=organism.Config().layers)
+parser.add_argument("--sequential", action="store_true", help="time the one program with its models in turn too")
 parser.add_argument("--repeats", type=int, default=3)
 parser.add_argument("--out", default=None)
 args = parser.parse_args()
@@ -39,6 +44,7 @@ args = parser.parse_args()
 def config(models: int) -> organism.Config:
     return organism.Config(
         train=optim.Config(steps=args.steps, steps_per_call=args.steps, warmup=0, decay="constant", clip_norm=1.0),
+        layers=args.layers,
         n_train=1024,
         n_test=8,
         seeds=models,
@@ -56,6 +62,10 @@ def together():
     return organism.train_models(config(args.models), args.variant)
 
 
+def in_turn():
+    return organism.train_models(config(args.models), args.variant, execution=train.Execution(batch_size=1))
+
+
 def loop():
     cfg = config(1)
     keys, hp = organism.models(config(args.models))  # the same N models' keys
@@ -70,12 +80,15 @@ def loop():
 
 
 def main():
+    forms = [("one program", together), ("loop", loop)]
+    if args.sequential:
+        forms.insert(1, ("one program, models in turn", in_turn))
     first = {}
-    for name, fn in (("one program", together), ("loop", loop)):
+    for name, fn in forms:
         first[name], _ = timed(fn)
-    times = {"one program": [], "loop": []}
+    times = {name: [] for name, _ in forms}
     for _ in range(args.repeats):
-        for name, fn in (("one program", together), ("loop", loop)):
+        for name, fn in forms:
             times[name].append(timed(fn)[0])
     med = {k: float(np.median(v)) for k, v in times.items()}
     work = args.models * args.steps
@@ -92,7 +105,8 @@ def main():
     ]
     header = (
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; JAX {jax.__version__} "
-        f"({jax.default_backend()}); float32; load average {os.getloadavg()[0]:.2f}; recipe {args.variant}"
+        f"({jax.default_backend()}); float32; load average {os.getloadavg()[0]:.2f}; recipe {args.variant}; "
+        f"{args.layers} decoder layers"
     )
     lines = [
         header,
@@ -106,7 +120,9 @@ def main():
             f"{r['first_s']:.1f} |"
         )
     lines.append("")
-    lines.append(f"one program / loop: {med['loop'] / med['one program']:.2f}x")
+    for name in med:
+        if name != "loop":
+            lines.append(f"{name} / loop: {med['loop'] / med[name]:.2f}x")
     text = "\n".join(lines)
     print(text)
     if args.out:

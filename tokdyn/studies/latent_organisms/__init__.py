@@ -280,6 +280,7 @@ def run_variant(cfg: Config, name: str, out: str, data: organism.Splits, *, dead
         tc,
         name,
         cfg.hparams,
+        execution=execution(),
         checkpointing=train.Checkpointing(p["checkpoint"], stamp(tc, name)),
         evaluation=train.Evaluation(evaluate, keep_best="val_all", stop=stop),
         deadline=deadline,
@@ -289,6 +290,14 @@ def run_variant(cfg: Config, name: str, out: str, data: organism.Splits, *, dead
         return False
     write_tested(cfg, name, out, res, rows, data)
     return True
+
+
+def execution() -> train.Execution:
+    """How the seeds share the one program: on a CPU each device trains its seeds in turn inside it
+    (``batch_size=1``), elsewhere vmapped as many at once as fit. On the CPU a vmap over the organisms' seeds buys
+    nothing: at 3 seeds of the default organism it trained at 0.77x (``latent``) and 0.92x (``direct``) the
+    rate of the same program with the seeds in turn (``benchmarks/runs/cpu-2026-11-28-organisms-seq-a69b9ae/``)."""
+    return train.Execution(batch_size=1 if jax.default_backend() == "cpu" else "auto")
 
 
 def splits(cfg: Config) -> organism.Splits:

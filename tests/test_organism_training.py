@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_same_floats
 
 pytest.importorskip("tokenizers")
 
@@ -74,8 +75,31 @@ def test_the_recipes_sequences():
         np.testing.assert_array_equal(np.asarray(later.tail[r, :kept]), np.asarray(pool.caption[r, d1:n]))
     assert n2 == CFG.n_latents and d2 == T.CAPTION_TOKENS
     blank = T.batch_of(CFG, "no_image", 0, pool, index)
-    assert np.allclose(np.asarray(blank.pixels), np.asarray(pool.blank)[None])
+    assert np.allclose(np.asarray(blank.pixels), np.asarray(T.pixel_rows(pool.blank))[None])
     assert T.layout(CFG, "pause", 0, pool).feed == "pause" and T.layout(CFG, "latent", 0, pool).n_latents == 2
+
+
+def test_a_pool_keeps_the_images_whose_rows_are_the_processors():
+    """A pool holds the images as drawn (uint8) and :func:`pixel_rows` makes the rows the processor makes of
+    them (the image, the helper, the black image); a pool encoded a few instances at a time is the pool encoded
+    at once."""
+    pool, _ = T.data(CFG)
+    examples = T.tasks_lib.examples(T.tasks_lib.generate(jax.random.key(5), 6, CFG.tasks), CFG.tasks)
+    processor = T.chat().processor
+    got = np.asarray(T.pixel_rows(np.stack([e.image for e in examples] + [e.helper for e in examples])))
+    for i, image in enumerate([e.image for e in examples] + [e.helper for e in examples]):
+        want = processor([image])["pixel_values"]
+        assert_same_floats(got[i], want, f"image {i}")
+    assert_same_floats(
+        np.asarray(T.pixel_rows(pool.blank)), processor([np.zeros_like(examples[0].image)])["pixel_values"]
+    )
+    assert pool.image.dtype == jnp.uint8 and pool.image.shape[1:] == examples[0].image.shape
+    key = jax.random.key(6)
+    whole, parts = T.make_pool(CFG, key, 7), T.make_pool(CFG, key, 7, chunk=3)
+    for name in ("ids", "mask", "positions", "next_pos", "image", "helper", "caption", "answer", "letter"):
+        np.testing.assert_array_equal(np.asarray(getattr(parts, name)), np.asarray(getattr(whole, name)), name)
+    with pytest.raises(ValueError, match="chunk"):
+        T.make_pool(CFG, key, 7, chunk=0)
 
 
 def test_the_rotary_base_and_initial_scale_reach_the_model(two_models):
@@ -193,7 +217,7 @@ def test_every_seed_trains_in_one_program_and_a_saved_organism_loads_back(traine
     _, test = T.data(CFG)
     gen = model.generate(
         np.asarray(test.ids[:2]),
-        np.asarray(test.pixels[:2]),
+        np.asarray(T.pixel_rows(test.image[:2])),
         np.array([T.layout(CFG, "latent", 0, test).grid]),
         np.asarray(test.mask[:2]),
         max_new_tokens=CFG.n_latents + 4,
@@ -246,7 +270,7 @@ def test_transformers_runs_a_trained_organism_in_latent_mode_as_tokdyn_does(trai
     model = qwen2_5_vl.load(path, dtype="float32")
     got = model.generate(
         np.asarray(test.ids[:2]),
-        np.asarray(test.pixels[:2]),
+        np.asarray(T.pixel_rows(test.image[:2])),
         np.repeat(grid, 2, 0),
         np.asarray(test.mask[:2]),
         max_new_tokens=steps,
@@ -256,7 +280,7 @@ def test_transformers_runs_a_trained_organism_in_latent_mode_as_tokdyn_does(trai
     )
     for r in range(2):
         ids = np.asarray(test.ids[r])[np.asarray(test.mask[r])].astype(np.int64)
-        tokens, blocks, _ = loop.run(ids, np.array(test.pixels[r]), grid, steps, force=True)
+        tokens, blocks, _ = loop.run(ids, np.array(T.pixel_rows(test.image[r])), grid, steps, force=True)
         np.testing.assert_array_equal(np.asarray(got.tokens[r]), tokens)
         want = np.asarray(blocks[0], np.float64)
         err = np.abs(np.asarray(got.latents[r, 0], np.float64) - want).max()

@@ -316,8 +316,9 @@ class Pool:
       ids: (N, T) the prompts' token ids, left-padded (the chat template's user turn and the assistant's start).
       mask: (N, T) True at the prompts' tokens.
       positions: (3, N, T) their positions; next_pos: (N,) each prompt's next.
-      pixels: (N, patches, patch_dim) the images; helper: the helper images; blank: (patches, patch_dim) a
-        black image's.
+      image: (N, H, W, 3) uint8 the images as drawn; helper: (N, H, W, 3) the helper images; blank: (H, W, 3)
+        a black image. A batch's pixel rows are made from them in its program (:func:`pixel_rows`: a pool
+        holds 1 byte a pixel, not the processor's 8 float32 numbers a pixel).
       caption: (N, K) the caption's ids, right-padded with ``<|endoftext|>``; caption_len: (N,).
       answer: (N, 2) the answer's letter and ``<|im_end|>``.
       letter: (N,) the answer's option index; family: (N,) the task family's index.
@@ -327,7 +328,7 @@ class Pool:
     mask: jax.Array
     positions: jax.Array
     next_pos: jax.Array
-    pixels: jax.Array
+    image: jax.Array
     helper: jax.Array
     blank: jax.Array
     caption: jax.Array
@@ -352,19 +353,68 @@ def conversation(example: tasks_lib.Example) -> list:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
 
 
-def make_pool(cfg: Config, key, n: int) -> Pool:
+@functools.lru_cache(maxsize=1)
+def _levels() -> np.ndarray:
+    """(256, 3) float32: each 8-bit level of each channel as the organisms' image processor makes it (scaled in
+    float64 and cast, then normalised in float32): :func:`pixel_rows` looks the numbers up, so they are the
+    processor's own."""
+    p = qwen2_5_vl.ImageProcessor()
+    scaled = (np.arange(256, dtype=np.float64) * p.rescale_factor).astype(np.float32)[:, None]
+    return (scaled - np.asarray(p.image_mean, np.float32)) / np.asarray(p.image_std, np.float32)
+
+
+def pixel_rows(images) -> jax.Array:
+    """(..., patches, patch_dim) float32 the ``pixel_values`` rows of uint8 images (..., H, W, 3) whose sides the
+    processor keeps (multiples of 28, at least 56): what ``chat().processor`` gives each image, traceable (the
+    rows of :func:`tokdyn.models.blocks.images.patchify`, a leading axis at a time)."""
+    p = qwen2_5_vl.ImageProcessor()
+    patch, merge, frames = p.patch_size, p.merge_size, p.temporal_patch_size
+    x = jnp.asarray(_levels())[jnp.asarray(images).astype(jnp.int32), jnp.arange(3)]  # (..., H, W, 3)
+    *lead, h, w, c = x.shape
+    gh, gw = h // patch, w // patch
+    x = x.reshape(*lead, gh // merge, merge, patch, gw // merge, merge, patch, c)
+    k = len(lead)
+    x = x.transpose(*range(k), k, k + 3, k + 1, k + 4, k + 6, k + 2, k + 5)  # blocks, merge, merge, c, p, p
+    x = jnp.broadcast_to(x[..., None, :, :], x.shape[:-2] + (frames, patch, patch))
+    return x.reshape(*lead, gh * gw, c * frames * patch * patch)
+
+
+def _prompts(ch, examples, chunk: int):
+    """The prompts' ids and mask, left-padded with ``<|endoftext|>``, and the images' grid (1, 3): encoded
+    ``chunk`` instances at a time, so that the processor's float32 rows of at most ``chunk`` images are held at
+    once."""
+    ids, masks, grid, fill = [], [], None, pad_id()
+    for start in range(0, len(examples), chunk):
+        part = examples[start : start + chunk]
+        convs, images = [conversation(e) for e in part], [e.image for e in part]
+        enc = ch.encode_batch(convs, images, padding_side="left", pad_token_id=fill)
+        ids.append(enc["input_ids"])
+        masks.append(enc["attention_mask"])
+        grid = enc["image_grid_thw"][:1]
+    width = max(a.shape[1] for a in ids)
+    pad = lambda a, value: np.pad(a, ((0, 0), (width - a.shape[1], 0)), constant_values=value)  # noqa: E731
+    return np.concatenate([pad(a, fill) for a in ids]), np.concatenate([pad(m, 0) for m in masks]), grid
+
+
+def make_pool(cfg: Config, key, n: int, *, chunk: int = 512) -> Pool:
     """``n`` instances drawn from ``key`` as a :class:`Pool` (host work: the tasks rendered, the prompts through
-    the chat template and the tokenizer, the images through the processor)."""
+    the chat template and the tokenizer, ``chunk`` instances at a time; the images kept as drawn, 8 bits a
+    channel)."""
+    _checks.positive_int("chunk", chunk)
     batch = tasks_lib.generate(key, n, cfg.tasks)
     examples = tasks_lib.examples(batch, cfg.tasks)
+    side = examples[0].image.shape[0]
+    if qwen2_5_vl.ImageProcessor().target_size(side, side) != (side, side):
+        raise ValueError(
+            f"tasks: images of {side} x {side} pixels would be resized by the processor; the side (grid_size x "
+            "cell_pixels) must be a multiple of 28 and at least 56"
+        )
     ch = chat()
     tok = ch.tokenizer
-    enc = ch.encode_batch([conversation(e) for e in examples], [e.image for e in examples], padding_side="left")
-    helper = np.stack([ch.processor([e.helper])["pixel_values"] for e in examples]).astype(np.float32)
-    blank = ch.processor([np.zeros_like(examples[0].image)])["pixel_values"].astype(np.float32)
+    input_ids, attention, grid = _prompts(ch, examples, chunk)
     mcfg = model_config(cfg)
-    grid = np.repeat(enc["image_grid_thw"][:1], n, 0)
-    pos, nxt = qwen2_5_vl.model.rope_index(mcfg, enc["input_ids"], grid, enc["attention_mask"].astype(bool))
+    grid = np.repeat(grid, n, 0)
+    pos, nxt = qwen2_5_vl.model.rope_index(mcfg, input_ids, grid, attention.astype(bool))
     caption = np.full((n, CAPTION_TOKENS), pad_id(), np.int64)
     lengths = np.zeros(n, np.int64)
     for i, e in enumerate(examples):
@@ -373,13 +423,13 @@ def make_pool(cfg: Config, key, n: int) -> Pool:
     eos = tok.token_to_id(tokenizer_lib.EOS_TOKEN)
     letters = np.asarray([tok.encode(e.answer, add_special_tokens=False).ids[0] for e in examples], np.int64)
     return Pool(
-        jnp.asarray(enc["input_ids"], jnp.int32),
-        jnp.asarray(enc["attention_mask"].astype(bool)),
+        jnp.asarray(input_ids, jnp.int32),
+        jnp.asarray(attention.astype(bool)),
         jnp.asarray(pos, jnp.int32),
         jnp.asarray(nxt, jnp.int32),
-        jnp.asarray(enc["pixel_values"], jnp.float32),
-        jnp.asarray(helper, jnp.float32),
-        jnp.asarray(blank, jnp.float32),
+        jnp.asarray(np.stack([e.image for e in examples]), jnp.uint8),
+        jnp.asarray(np.stack([e.helper for e in examples]), jnp.uint8),
+        jnp.zeros(examples[0].image.shape, jnp.uint8),
         jnp.asarray(caption, jnp.int32),
         jnp.asarray(lengths, jnp.int32),
         jnp.asarray(np.stack([letters, np.full(n, eos)], 1), jnp.int32),
@@ -433,7 +483,7 @@ def batch_of(cfg: Config, recipe: str | Variant, stage: int, pool: Pool, index) 
     _, dropped, _ = stages(cfg, recipe)[stage]
     take = lambda a: a[index]  # noqa: E731
     b = index.shape[0]
-    pixels = take(pool.pixels) if v.use_image else jnp.broadcast_to(pool.blank, (b,) + pool.blank.shape)
+    pixels = pixel_rows(take(pool.image) if v.use_image else jnp.broadcast_to(pool.blank, (b,) + pool.blank.shape))
     answer = take(pool.answer)
     if v.caption:
         cap = take(pool.caption)[:, dropped:]
@@ -462,7 +512,7 @@ def batch_of(cfg: Config, recipe: str | Variant, stage: int, pool: Pool, index) 
         weight,
         is_answer,
         jnp.asarray([mode.start, mode.end, mode.pad], jnp.int32),
-        take(pool.helper),
+        pixel_rows(take(pool.helper)),
     )
 
 
@@ -624,6 +674,7 @@ __all__ = [
     "model_config",
     "option_of",
     "models",
+    "pixel_rows",
     "recipe_name",
     "save",
     "seed_keys",

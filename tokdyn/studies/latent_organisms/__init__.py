@@ -193,21 +193,21 @@ class Config:
         )
 
     def estimate(self) -> study_dir.Estimate:
-        """What training asks of the machine, from the sizes alone: the pools' pixels on the host, the models'
-        training states, one step's activations; the time at :data:`FLOPS`, :data:`STEP_SECONDS` and
+        """What training asks of the machine, from the sizes alone: the pools' images (a byte a channel), the
+        models' training states, one step's activations; the time at :data:`FLOPS`, :data:`STEP_SECONDS` and
         :data:`COMPILE_SECONDS` (rough: set from one default-sized run)."""
         tc = self.training
-        patches = (tc.tasks.image_size // 14) ** 2 * 3 * 14 * 14  # one image's pixel values
+        pixels = tc.tasks.image_size**2 * 3  # one image's bytes
         tokens = tc.tasks.image_tokens + 80 + tc.n_latents + organism.CAPTION_TOKENS  # a sequence, about
         d, layers = tc.hidden_size, tc.layers
         for name, n in (("n_train", tc.n_train), ("n_val", tc.n_val), ("n_test", tc.n_test)):
-            study_dir.elements_fit(name, n, 2, patches)
+            study_dir.elements_fit(name, n, 2, pixels)
         study_dir.elements_fit("batch_size", tc.seeds, tc.batch_size, tc.heads, tokens, tokens)
         params = (
             layers * (4 * d * d + 3 * d * tc.intermediate_size) + 512 * d + tc.vision_depth * 12 * tc.vision_width**2
         )
         sizes = {
-            "n_train": (tc.n_train + tc.n_val + tc.n_test) * 2 * patches * 4,
+            "n_train": (tc.n_train + tc.n_val + tc.n_test) * 2 * pixels,
             "seeds, hidden_size or layers": tc.seeds * params * 4 * 8,
             "batch_size": tc.seeds * tc.batch_size * layers * 4 * (tokens * d * 14 + 2 * tc.heads * tokens**2),
         }

@@ -86,8 +86,10 @@ def test_a_pool_keeps_the_images_whose_rows_are_the_processors():
     pool, _ = T.data(CFG)
     examples = T.tasks_lib.examples(T.tasks_lib.generate(jax.random.key(5), 6, CFG.tasks), CFG.tasks)
     processor = T.chat().processor
-    got = np.asarray(T.pixel_rows(np.stack([e.image for e in examples] + [e.helper for e in examples])))
-    for i, image in enumerate([e.image for e in examples] + [e.helper for e in examples]):
+    noise = np.random.default_rng(0).integers(0, 256, (2,) + examples[0].image.shape, dtype=np.uint8)
+    drawn = [e.image for e in examples] + [e.helper for e in examples] + list(noise)  # noise: every patch differs
+    got = np.asarray(T.pixel_rows(np.stack(drawn)))
+    for i, image in enumerate(drawn):
         want = processor([image])["pixel_values"]
         assert_same_floats(got[i], want, f"image {i}")
     assert_same_floats(

@@ -63,15 +63,21 @@ def default_training() -> organism.Config:
     """The organisms the study trains by default: a 4 x 4 grid of 4 colours, the :data:`FAMILIES`, the 5 answers
     of each family in their own order (``order="fixed"``: a letter names one value), a decoder of 4 layers x 64
     (with 2, one seed of ``direct`` never learns to read a cell: ``benchmarks/runs/cpu-2026-11-28-latent-organisms-
-    L4-889cbeb/``), the vision tower 2 x 32, 4 latents a block, 3,000 steps of 32 instances, 3 seeds (the fewest from which a finding
-    is decided: :data:`tokdyn.experiment.findings.MIN_SEEDS`)."""
+    L4-889cbeb/``), the vision tower 2 x 32, 4 latents a block, 4,000 steps of 96 instances from a pool of 16,384,
+    3 seeds (the fewest from which a finding is decided: :data:`tokdyn.experiment.findings.MIN_SEEDS`).
+
+    Batches of 96 hold about 32 instances of each family, as the single-family runs that learned ``read`` had: in
+    batches of 32 the three-family organisms stay on a plateau where they answer from the families' priors, even
+    with four times the steps (``...-latent-organisms-direct-12k-73eb1dd/``); in batches of 96 ``direct`` reads
+    every held-out ``read`` instance from step 2,500 and memorises past 4,000 (``...-direct-b96-73eb1dd/``)."""
     return organism.Config(
         tasks=organism_tasks.Config(
             task=grid_tasks.Config(grid_size=4, n_colours=4, families=FAMILIES), n_options=5, order="fixed"
         ),
-        train=optim.Config(steps=3000, steps_per_call=100, warmup=100, decay="cosine", clip_norm=1.0),
+        train=optim.Config(steps=4000, steps_per_call=100, warmup=100, decay="cosine", clip_norm=1.0),
         layers=4,
-        n_train=8192,
+        batch_size=96,
+        n_train=16384,
         n_val=256,
         n_test=512,
         seeds=3,

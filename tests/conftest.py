@@ -9,8 +9,11 @@ os.environ["TOKDYN_PROBE"] = "off"
 
 # XLA:CPU's fusion emitters compile this suite's small programs in about twice the time of its
 # elemental emitters (the backend compile of the latent-reasoner tests: 163 s -> 83 s), and the
-# suite compiles far more than it runs. Set before JAX starts its backend; TOKDYN_TEST_OPTIMIZED=1,
-# or a choice of the user's in XLA_FLAGS, keeps XLA's default.
+# suite compiles far more than it runs. Nor does the suite's compile gain from XLA:CPU splitting a
+# program's code generation into parallel parts: each test process is one of pytest-xdist's workers,
+# one a core, and the parts cost their own overhead (six test modules on one core: backend compile
+# 68 s -> 54 s, their CPU time 113 s -> 99 s, three runs each). Set before JAX starts its backend;
+# TOKDYN_TEST_OPTIMIZED=1, or a choice of the user's in XLA_FLAGS, keeps XLA's default.
 # The choice is made once (tests that import this module, and pytest-xdist's workers, read it back).
 # XLA knows the flag from jaxlib 0.5.3 on; an older XLA ends the process on a flag it does not know.
 _SUITE_XLA_FLAGS = os.environ.get("TOKDYN_TEST_XLA_FLAGS")
@@ -22,7 +25,7 @@ if _SUITE_XLA_FLAGS is None:
         and "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", "")
         and _jaxlib >= (0, 5, 3)
     ):
-        _SUITE_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false"
+        _SUITE_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_cpu_parallel_codegen_split_count=1"
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_SUITE_XLA_FLAGS}".strip()
     os.environ["TOKDYN_TEST_XLA_FLAGS"] = _SUITE_XLA_FLAGS
 

@@ -279,3 +279,25 @@ def test_a_default_run_stamps_no_precision_and_another_is_refused(tmp_path, caps
     assert study.read_stamp(out) == stamp
     assert cli.main(["study", "token-dynamics", *tiny, "--matmul-precision", "high"]) == 2
     assert "matmul_precision: highest there, high now" in capsys.readouterr().err
+
+
+def test_the_command_makes_a_host_device_of_each_core_it_may_run_on(monkeypatch):
+    """A process confined to some of the machine's cores (taskset, a cluster job's cgroup) splits its work over
+    those: one host device a core of its affinity mask; without a mask, one a core of the machine; a device count
+    the user set is kept."""
+    import os
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2, 5}, raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=false")
+    cli._host_devices()
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_use_fusion_emitters=false --xla_force_host_platform_device_count=2"
+
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.delenv("XLA_FLAGS")
+    cli._host_devices()
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8"
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
+    cli._host_devices()
+    assert os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=3"

@@ -34,6 +34,7 @@ import traceback
 from tokdyn.cli import launching
 from tokdyn.cli.options import add_config_args, check_repeats, config_from_args, config_help, field_default
 from tokdyn.experiment import registry
+from tokdyn.io import metadata
 
 __all__ = [
     "COMMANDS",
@@ -127,10 +128,12 @@ def study_modules(argv) -> tuple[list, list]:
 
 
 def _host_devices() -> None:
-    """Expose every CPU core as a host device (must run before JAX is imported)."""
+    """Expose every CPU core the process may run on as a host device (must run before JAX is imported): the
+    cores of its affinity mask, not the machine's (a job given 4 of a node's 128 cores splits its work 4 ways,
+    not 128)."""
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_force_host_platform_device_count" not in flags:
-        n = os.cpu_count() or 1
+        n = metadata.usable_cores()
         os.environ["XLA_FLAGS"] = (flags + f" --xla_force_host_platform_device_count={n}").strip()
 
 

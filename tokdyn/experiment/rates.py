@@ -28,6 +28,9 @@ import time
 import warnings
 from typing import Callable, Mapping, Optional, Sequence
 
+from tokdyn.io import metadata
+
+
 KINDS = ("dynamics", "training", "host")  # the kinds of work, each measured by its probe
 UNITS = {"dynamics": "runs a second", "training": "FLOP a second", "host": "compiles a second"}
 # The probes' rates on the reference CPU, the machine the studies' constants were fitted on (2 x86_64
@@ -311,10 +314,7 @@ def identity() -> dict:
     import tokdyn
 
     devices = jax.local_devices()
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 0
+    cores = metadata.usable_cores()
     precision = jax.config.jax_default_matmul_precision
     return dict(
         backend=jax.default_backend(),

@@ -9,6 +9,15 @@ import sys
 import numpy as np
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask where the platform has one (a ``taskset``, a
+    cluster job's cgroup), else every core of the machine (``os.cpu_count``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def environment() -> dict:
     """Versions and machine facts recorded next to every output."""
     import jax
@@ -23,4 +32,5 @@ def environment() -> dict:
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "usable_cores": usable_cores(),
     }

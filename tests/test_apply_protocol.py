@@ -12,7 +12,7 @@ from conftest import jax_compilations
 from tokdyn.diagnostics import dmlr, grounding, protocol
 from tokdyn.diagnostics import mediation
 from tokdyn.models.latent import model as latent_model
-from tokdyn.models.latent import tasks
+from tokdyn.data import grid_tasks as tasks
 
 COMPILE = "/jax/core/compile/backend_compile_duration"
 

@@ -13,7 +13,7 @@ import pytest
 from tokdyn.diagnostics import protocol
 from tokdyn.diagnostics import mediation
 from tokdyn.models.latent import model as latent_model
-from tokdyn.models.latent import tasks
+from tokdyn.data import grid_tasks as tasks
 
 
 def _layer_norm(x):

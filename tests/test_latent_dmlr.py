@@ -8,7 +8,7 @@ import pytest
 
 from tokdyn import es
 from tokdyn.diagnostics import dmlr
-from tokdyn.models.latent import tasks
+from tokdyn.data import grid_tasks as tasks
 from tokdyn.models.latent import model as latent_model
 
 # the training tests' tasks (tests/test_latent_train.py's TINY): one compiled generator for the session

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tokdyn.diagnostics import grounding, perturb
-from tokdyn.models.latent import tasks
+from tokdyn.data import grid_tasks as tasks
 from tokdyn.models.latent import model as latent_model
 
 # the training tests' tasks (tests/test_latent_train.py's TINY): one compiled generator for the session

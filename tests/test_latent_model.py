@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tokdyn.models.latent import model as latent_model
-from tokdyn.models.latent import tasks
+from tokdyn.data import grid_tasks as tasks
 
 # the training tests' tasks (tests/test_latent_train.py's TINY): one compiled generator for the session
 TASK = tasks.Config(grid_size=3, n_colours=2)

@@ -15,7 +15,8 @@ import numpy as np
 import killing
 from test_latent_train import TINY  # the same configuration: compilations are shared within a session
 from tokdyn import cli, io, train
-from tokdyn.models.latent import evaluation, tasks, training
+from tokdyn.data import grid_tasks as tasks
+from tokdyn.models.latent import evaluation, training
 from tokdyn.studies import latent_reasoning
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tokdyn.models.latent import model as latent_model
-from tokdyn.models.latent import tasks
+from tokdyn.data import grid_tasks as tasks
 
 torch = pytest.importorskip("torch")
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))

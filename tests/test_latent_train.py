@@ -11,7 +11,8 @@ import optax
 import pytest
 
 from tokdyn import train
-from tokdyn.models.latent import evaluation, losses, tasks, training, variants
+from tokdyn.data import grid_tasks as tasks
+from tokdyn.models.latent import evaluation, losses, training, variants
 from tokdyn.models.latent import model as latent_model
 
 TINY = training.Config(

@@ -17,7 +17,8 @@ from conftest import jax_compilations
 
 from tokdyn import cli, train
 from tokdyn.engine import sweep
-from tokdyn.models.latent import evaluation, tasks
+from tokdyn.data import grid_tasks as tasks
+from tokdyn.models.latent import evaluation
 from tokdyn.models.latent import training as latent_training
 from tokdyn.studies import learned_sweep
 from tokdyn.studies.learned_sweep import latent_reasoning, report

@@ -26,7 +26,7 @@ from tokdyn import diffusion, train
 from tokdyn.models import sequence, slots, vtae
 from tokdyn.models.latent import losses as latent_losses
 from tokdyn.models.latent import model as latent_model
-from tokdyn.models.latent import tasks
+from tokdyn.data import grid_tasks as tasks
 from tokdyn.models.vtae import training as vtae_training
 
 RTOL = 1e-6  # float64: the derivative is right to many more digits; a wrong one is off by far more

@@ -27,7 +27,7 @@ from tokenizers import pre_tokenizers  # noqa: E402
 
 from tokdyn.diagnostics import choices  # noqa: E402
 from tokdyn.models import qwen2_5_vl, vlm  # noqa: E402
-from tokdyn.models.latent import tasks as latent_tasks  # noqa: E402
+from tokdyn.data import grid_tasks as latent_tasks  # noqa: E402
 from tokdyn.models.organism import checkpoint, tasks, tokenizer  # noqa: E402
 from tokdyn.models.qwen2_5_vl import saving  # noqa: E402
 from tokdyn.studies.vlm_diagnostics import instances as study_instances  # noqa: E402

@@ -15,7 +15,7 @@ from conftest import assert_same_floats
 pytest.importorskip("tokenizers")
 
 from tokdyn.models import qwen2_5_vl, vlm  # noqa: E402
-from tokdyn.models.latent import tasks as latent_tasks  # noqa: E402
+from tokdyn.data import grid_tasks as latent_tasks  # noqa: E402
 from tokdyn.models.organism import tokenizer as tokenizer_lib  # noqa: E402
 from tokdyn.models.organism import training as T  # noqa: E402
 from tokdyn.train import optim  # noqa: E402

@@ -195,6 +195,7 @@ def test_every_deprecation_is_dated_and_none_has_outlived_its_removal_version():
         "tokdyn.models.qwen2_5_vl_probes",
         "tokdyn.models.qwen2_5_vl_analyses",
         "tokdyn.models.qwen2_5_vl generation names",
+        "tokdyn.models.latent.tasks",
     }
     for name, d in _deprecations.TABLE.items():
         assert d.what and d.replacement, name

@@ -38,7 +38,7 @@ from tokdyn.dynamics import pallas
 from tokdyn.models import iodine, savi, sequence, slots, vtae
 from tokdyn.models.latent import losses as latent_losses
 from tokdyn.models.latent import model as latent_model
-from tokdyn.models.latent import tasks
+from tokdyn.data import grid_tasks as tasks
 from tokdyn.models.vtae import training as vtae_training
 
 TABLE = transformations.TABLE

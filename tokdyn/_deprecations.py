@@ -4,7 +4,8 @@ A deprecated name keeps working until its removal version and warns (``Deprecati
 its entry's :func:`notice` after what it says is replaced by what. The mechanisms that warn read
 this table: the module :mod:`tokdyn.fused` (on import), the module ``__getattr__`` of
 :mod:`tokdyn.experiment.reasoners` (on each name's first use), that of :mod:`tokdyn.models` (the Qwen2.5-VL
-modules that moved into the family's package and the diagnostics) and the flat keywords of
+modules that moved into the family's package and the diagnostics), that of :mod:`tokdyn.models.latent` (its
+tasks, now :mod:`tokdyn.data.grid_tasks`) and the flat keywords of
 :func:`tokdyn.train.train_many` (:func:`tokdyn.train.options.from_legacy`). A test checks that every
 entry names what replaces it and that no entry has outlived its removal version.
 """
@@ -69,6 +70,14 @@ TABLE = {
         ".generation, .latent, .interventions)",
         since="0.1.0",
         date="2026-11-28",
+        removal="0.2.0",
+    ),
+    "tokdyn.models.latent.tasks": Deprecation(
+        what="the module tokdyn.models.latent.tasks",
+        replacement="tokdyn.data.grid_tasks (the grid tasks of both organisms, the Flax reasoner's and the "
+        "Qwen2.5-VL ones, in the synthetic data's package)",
+        since="0.1.0",
+        date="2026-11-29",
         removal="0.2.0",
     ),
     "train_many flat keywords": Deprecation(

@@ -20,7 +20,8 @@ from rows.base import Suite, compiled_of, steady
 def _latent_setup(s: Suite, n):
     from tokdyn.studies import latent_reasoning
     from tokdyn.models.latent import model as latent_model
-    from tokdyn.models.latent import tasks, variants
+    from tokdyn.data import grid_tasks as tasks
+    from tokdyn.models.latent import variants
 
     tc = latent_reasoning.Config().training
     if s.args.smoke:
@@ -171,7 +172,7 @@ def run_feedback(s: Suite):
     import optax
 
     from tokdyn.models.latent import model as latent_model
-    from tokdyn.models.latent import tasks
+    from tokdyn.data import grid_tasks as tasks
     from tokdyn.studies import latent_reasoning
 
     tc = latent_reasoning.Config().training

@@ -9,17 +9,20 @@
 - :mod:`tokdyn.data.drawing`   the drawing scenes and videos share (``render``, ``background_image``,
   ``SHAPES``)
 - :mod:`tokdyn.data.features`  per-pixel features (``pixel_features``) and labels (``flat_masks``)
+- :mod:`tokdyn.data.grid_tasks`  grid tasks that need an imagined transformation of the image (``read``,
+  ``rotate``, ``gravity``, ``recolour``, ``path``), with their helper images and captions: the data of the
+  latent-reasoning organisms (``generate``, ``splits``, ``question_only_optimum``)
 - :mod:`tokdyn.data.videos`    multi-object sprite videos with track identities (``sprite_videos``:
   walls, occlusion, objects entering and leaving the view, optional elastic collisions) and their
   physics (``simulate``)
 
-The public names of all of them are available here (and ``tokdyn.data.scenes`` keeps the
+The public names of all of them but the grid tasks (whose names stay in their module) are available here (and ``tokdyn.data.scenes`` keeps the
 drawing's and the features') (``tokdyn.data.gaussian_clusters``,
 ``tokdyn.data.sprite_scenes``); ``tokdyn.data.SHAPES`` is the point clouds' (the sprite shapes are
 ``tokdyn.data.scenes.SHAPES``).
 """
 
-from tokdyn.data import clusters, drawing, features, scenes, videos  # noqa: F401
+from tokdyn.data import clusters, drawing, features, grid_tasks, scenes, videos  # noqa: F401
 from tokdyn.data.clusters import (
     CENTER_LAYOUTS,
     FLOAT_DTYPES,

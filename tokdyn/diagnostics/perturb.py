@@ -1,6 +1,6 @@
 """Image perturbations of a batch of grid tasks, for grounding scores and mediation analyses.
 
-Each is a pure function ``(key, batch, cfg) -> batch`` of :class:`tokdyn.models.latent.tasks.Instance`-
+Each is a pure function ``(key, batch, cfg) -> batch`` of :class:`tokdyn.data.grid_tasks.Instance`-
 like records (anything with an ``image`` (B, G, G) of colour indices 0..C), vmapped over the batch
 inside; only the image changes:
 
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from tokdyn import _checks
-from tokdyn.models.latent import tasks
+from tokdyn.data import grid_tasks as tasks
 
 
 def blank(key, batch, cfg: tasks.Config, rate: float = 0.5):
@@ -32,8 +32,8 @@ def blank(key, batch, cfg: tasks.Config, rate: float = 0.5):
 
     Args:
       key: unused (every perturbation has one signature).
-      batch: an :class:`~tokdyn.models.latent.tasks.Instance`-like record with ``image`` (B, G, G).
-      cfg: the task's :class:`~tokdyn.models.latent.tasks.Config`; unused.
+      batch: an :class:`~tokdyn.data.grid_tasks.Instance`-like record with ``image`` (B, G, G).
+      cfg: the task's :class:`~tokdyn.data.grid_tasks.Config`; unused.
       rate: unused.
 
     Returns:
@@ -44,7 +44,7 @@ def blank(key, batch, cfg: tasks.Config, rate: float = 0.5):
       >>> import jax
       >>> import jax.numpy as jnp
       >>> from tokdyn.diagnostics import perturb
-      >>> from tokdyn.models.latent import tasks
+      >>> from tokdyn.data import grid_tasks as tasks
       >>> @dataclasses.dataclass(frozen=True)
       ... class Batch:   # any record with an image (B, G, G)
       ...     image: jax.Array
@@ -61,8 +61,8 @@ def swap(key, batch, cfg: tasks.Config, rate: float = 0.5):
 
     Args:
       key: unused (every perturbation has one signature).
-      batch: an :class:`~tokdyn.models.latent.tasks.Instance`-like record with ``image`` (B, G, G).
-      cfg: the task's :class:`~tokdyn.models.latent.tasks.Config`; unused.
+      batch: an :class:`~tokdyn.data.grid_tasks.Instance`-like record with ``image`` (B, G, G).
+      cfg: the task's :class:`~tokdyn.data.grid_tasks.Config`; unused.
       rate: unused.
 
     Returns:
@@ -73,7 +73,7 @@ def swap(key, batch, cfg: tasks.Config, rate: float = 0.5):
       >>> import jax
       >>> import jax.numpy as jnp
       >>> from tokdyn.diagnostics import perturb
-      >>> from tokdyn.models.latent import tasks
+      >>> from tokdyn.data import grid_tasks as tasks
       >>> @dataclasses.dataclass(frozen=True)
       ... class Batch:   # any record with an image (B, G, G)
       ...     image: jax.Array
@@ -91,8 +91,8 @@ def shuffle(key, batch, cfg: tasks.Config, rate: float = 0.5):
 
     Args:
       key: PRNG key, split into one key per instance.
-      batch: an :class:`~tokdyn.models.latent.tasks.Instance`-like record with ``image`` (B, G, G).
-      cfg: the task's :class:`~tokdyn.models.latent.tasks.Config` (G = ``cfg.grid_size``).
+      batch: an :class:`~tokdyn.data.grid_tasks.Instance`-like record with ``image`` (B, G, G).
+      cfg: the task's :class:`~tokdyn.data.grid_tasks.Config` (G = ``cfg.grid_size``).
       rate: unused.
 
     Returns:
@@ -104,7 +104,7 @@ def shuffle(key, batch, cfg: tasks.Config, rate: float = 0.5):
       >>> import jax.numpy as jnp
       >>> import numpy as np
       >>> from tokdyn.diagnostics import perturb
-      >>> from tokdyn.models.latent import tasks
+      >>> from tokdyn.data import grid_tasks as tasks
       >>> @dataclasses.dataclass(frozen=True)
       ... class Batch:   # any record with an image (B, G, G)
       ...     image: jax.Array
@@ -126,9 +126,9 @@ def resample(key, batch, cfg: tasks.Config, rate: float = 0.5):
 
     Args:
       key: PRNG key.
-      batch: an :class:`~tokdyn.models.latent.tasks.Instance`-like record with ``image`` (B, G, G)
+      batch: an :class:`~tokdyn.data.grid_tasks.Instance`-like record with ``image`` (B, G, G)
         of colour indices (0 is empty).
-      cfg: the task's :class:`~tokdyn.models.latent.tasks.Config` (C = ``cfg.n_colours``).
+      cfg: the task's :class:`~tokdyn.data.grid_tasks.Config` (C = ``cfg.n_colours``).
       rate: the share of cells redrawn, in [0, 1] (may be traced).
 
     Returns:
@@ -139,7 +139,7 @@ def resample(key, batch, cfg: tasks.Config, rate: float = 0.5):
       >>> import jax
       >>> import jax.numpy as jnp
       >>> from tokdyn.diagnostics import perturb
-      >>> from tokdyn.models.latent import tasks
+      >>> from tokdyn.data import grid_tasks as tasks
       >>> @dataclasses.dataclass(frozen=True)
       ... class Batch:   # any record with an image (B, G, G)
       ...     image: jax.Array
@@ -164,9 +164,9 @@ def perturb(key, batch, cfg: tasks.Config, name: str, *, rate: float = 0.5):
 
     Args:
       key: PRNG key ("shuffle" and "resample" draw from it).
-      batch: an :class:`~tokdyn.models.latent.tasks.Instance`-like record with ``image`` (B, G, G)
+      batch: an :class:`~tokdyn.data.grid_tasks.Instance`-like record with ``image`` (B, G, G)
         of colour indices, G = ``cfg.grid_size``.
-      cfg: the task's :class:`~tokdyn.models.latent.tasks.Config`.
+      cfg: the task's :class:`~tokdyn.data.grid_tasks.Config`.
       name: "blank", "swap", "shuffle" or "resample" (see the module docstring).
       rate: the share of cells "resample" redraws, in [0, 1] (may be traced).
 
@@ -178,7 +178,7 @@ def perturb(key, batch, cfg: tasks.Config, name: str, *, rate: float = 0.5):
       >>> import jax
       >>> import jax.numpy as jnp
       >>> from tokdyn.diagnostics import perturb
-      >>> from tokdyn.models.latent import tasks
+      >>> from tokdyn.data import grid_tasks as tasks
       >>> @dataclasses.dataclass(frozen=True)
       ... class Batch:   # any record with an image (B, G, G)
       ...     image: jax.Array

@@ -9,8 +9,8 @@
 - :mod:`tokdyn.models.vtae`      visual-token autoencoders: text tokens <-> colour grids, corpora, diagnostics
 - :mod:`tokdyn.models.sequence`  the second stage: generative models over grid sequences (DDPM, D3PM)
   and the token-level baselines
-- :mod:`tokdyn.models.latent`    the tiny multimodal latent reasoner: tasks, model (the ``apply``
-  protocol), variants, losses, training, evaluation
+- :mod:`tokdyn.models.latent`    the tiny multimodal latent reasoner (Flax): model (the ``apply``
+  protocol), variants, losses, training, evaluation, over the grid tasks of :mod:`tokdyn.data.grid_tasks`
 
 Checkpoint families (pure functions over a checkpoint's parameter tree, one package each, listed in
 :mod:`tokdyn.models.families`):

@@ -11,7 +11,7 @@ import jax
 
 from tokdyn import _checks
 from tokdyn.models.latent import model as latent_model
-from tokdyn.models.latent import tasks
+from tokdyn.data import grid_tasks as tasks
 from tokdyn.train import optim
 
 
@@ -60,7 +60,7 @@ class Config:
         """Check every field (the task's and the training's, :meth:`tokdyn.train.optim.Config.validate`);
         raise ``ValueError``/``TypeError`` naming the field. Returns ``self``."""
         if not isinstance(self.task, tasks.Config):
-            raise TypeError(f"task must be a tokdyn.models.latent.tasks.Config, got {type(self.task).__name__}")
+            raise TypeError(f"task must be a tokdyn.data.grid_tasks.Config, got {type(self.task).__name__}")
         self.task.validate()
         optim.check("train", self.train)
         for name in (

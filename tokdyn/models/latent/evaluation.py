@@ -21,7 +21,8 @@ import numpy as np
 
 from tokdyn import _checks
 from tokdyn.models.latent import model as latent_model
-from tokdyn.models.latent import tasks, variants
+from tokdyn.data import grid_tasks as tasks
+from tokdyn.models.latent import variants
 from tokdyn.models.latent.config import Config
 
 
@@ -32,7 +33,7 @@ def predict(model: latent_model.Model, params, batch, *, dropped: int = 0):
     Args:
       model: a :class:`~tokdyn.models.latent.model.Model`.
       params: its weights.
-      batch: B instances (:class:`~tokdyn.models.latent.tasks.Instance`).
+      batch: B instances (:class:`~tokdyn.data.grid_tasks.Instance`).
       dropped: the leading caption tokens a curriculum stage has replaced by latents
         (:func:`tokdyn.models.latent.variants.dropped_captions`), static: they are taken from ``batch``
         as the model was trained with them (``<pad>``), not generated.
@@ -151,7 +152,7 @@ def scores(cfg: Config, name: str, params, batch) -> dict:
       cfg: the study's :class:`~tokdyn.models.latent.config.Config` (static).
       name: the variant's name (static).
       params: the model's weights (one model, unstacked).
-      batch: N instances (:class:`~tokdyn.models.latent.tasks.Instance`).
+      batch: N instances (:class:`~tokdyn.data.grid_tasks.Instance`).
 
     Returns:
       ``{family: (), "all": ()}`` over the families of ``cfg.task.families`` (NaN for a family

@@ -31,7 +31,7 @@ import numpy as np
 
 from tokdyn import _checks
 from tokdyn.models.protocol import ApplyFn, Outputs  # noqa: F401 -- re-exported: the protocol's types
-from tokdyn.models.latent import tasks
+from tokdyn.data import grid_tasks as tasks
 
 LATENT_MODES = ("none", "feedback", "pause")
 PROJECTIONS = ("none", "layernorm", "linear")

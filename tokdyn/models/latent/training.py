@@ -16,7 +16,7 @@
 Every seed's run has key ``fold_in(fold_in(key(root_seed), 1), seed)``: it draws the initial
 parameters (``fold_in(run key, 0)``) and the batch of step t (``fold_in(run key, t)``, with
 replacement from a training pool shared by every model; the test set never shares an instance
-with it, see :func:`tokdyn.models.latent.tasks.splits`). All settings of a sweep share their seeds'
+with it, see :func:`tokdyn.data.grid_tasks.splits`). All settings of a sweep share their seeds'
 initial parameters and batches. Train with :func:`tokdyn.train.train_many`::
 
     keys, hp = training.models(cfg, Hparams(learning_rate=jnp.array([1e-3, 3e-3])))
@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 
 from tokdyn import io, train
-from tokdyn.models.latent import losses, tasks, variants
+from tokdyn.data import grid_tasks as tasks
+from tokdyn.models.latent import losses, variants
 from tokdyn.models.latent import model as latent_model
 from tokdyn.models.latent.config import Config, Hparams
 
@@ -203,7 +204,7 @@ def load_best(path: str, cfg: Config, name: str, hparams: Hparams | None = None)
 
 @functools.lru_cache(maxsize=4)  # drawn once per configuration in a process (the arrays are immutable)
 def data(cfg: Config) -> tasks.Splits:
-    """The training pool, validation and test sets (:class:`tokdyn.models.latent.tasks.Splits` of
+    """The training pool, validation and test sets (:class:`tokdyn.data.grid_tasks.Splits` of
     device arrays), drawn from ``fold_in(key(root_seed), 0)``."""
     sp = tasks.splits(
         jax.random.fold_in(jax.random.key(cfg.root_seed), 0), cfg.n_train, cfg.n_test, cfg.task, n_val=cfg.n_val

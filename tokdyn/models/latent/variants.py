@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from tokdyn import _checks
 from tokdyn.models.latent import model as latent_model
-from tokdyn.models.latent import tasks
+from tokdyn.data import grid_tasks as tasks
 
 if TYPE_CHECKING:
     from tokdyn.models.latent.config import Config

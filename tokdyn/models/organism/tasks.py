@@ -1,8 +1,8 @@
 """The organism's grid tasks as a vision-language model reads them: an RGB image, a question in words with
 multiple-choice options, the answer's letter, and the helper image and caption of the Flax organism's tasks.
 
-Every instance is one of :mod:`tokdyn.models.latent.tasks` (the same grid, question, answer, helper grid and
-caption for the same key: :func:`sample` draws it with :func:`tokdyn.models.latent.tasks.sample`), put in the
+Every instance is one of :mod:`tokdyn.data.grid_tasks` (the same grid, question, answer, helper grid and
+caption for the same key: :func:`sample` draws it with :func:`tokdyn.data.grid_tasks.sample`), put in the
 form Qwen2.5-VL's processor and tokenizer take:
 
 - the image (:func:`render`): each cell a square of ``cell_pixels`` pixels in the colour :data:`PALETTE`
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokdyn import _checks, io
-from tokdyn.models.latent import tasks as latent_tasks
+from tokdyn.data import grid_tasks as latent_tasks
 
 FAMILIES = latent_tasks.FAMILIES
 ORDERS = ("shuffled", "fixed")
@@ -78,7 +78,7 @@ OPERATIONS = {
     "flip_lr": "mirrored left to right",
     "flip_ud": "flipped upside down",
 }
-"""The words of each rotate/flip operation of :data:`tokdyn.models.latent.tasks.OPS` (``numpy.rot90``'s sense:
+"""The words of each rotate/flip operation of :data:`tokdyn.data.grid_tasks.OPS` (``numpy.rot90``'s sense:
 ``rot90`` turns the grid anticlockwise)."""
 QUESTIONS = {
     "read": "What colour is the cell in row {r}, column {c}?",
@@ -126,7 +126,7 @@ class Config:
         """Check every field; a ``ValueError``/``TypeError`` naming the field, its value and what is allowed.
         Returns ``self``."""
         if not isinstance(self.task, latent_tasks.Config):
-            raise TypeError(f"task must be a tokdyn.models.latent.tasks.Config, got {type(self.task).__name__}")
+            raise TypeError(f"task must be a tokdyn.data.grid_tasks.Config, got {type(self.task).__name__}")
         self.task.validate()
         if self.task.n_colours > MAX_COLOURS:
             raise ValueError(
@@ -179,7 +179,7 @@ class Instance:
     """One instance (a batch when every field has a leading axis).
 
     Attributes:
-      task: the grid task (:class:`tokdyn.models.latent.tasks.Instance`).
+      task: the grid task (:class:`tokdyn.data.grid_tasks.Instance`).
       options: (K,) int32 the options' values in the family's answer space (a colour 0..C or a count 0..G;
         :meth:`Config.answer_space` gives their texts), option j has letter ``LETTERS[j]``.
       correct: () int32 the position of the answer among the options.
@@ -266,7 +266,7 @@ def _check(cfg):
 
 def sample(key, family, cfg: Config = Config()) -> Instance:
     """One instance of ``family`` (a name, or an index into :data:`FAMILIES` that may be traced): the task
-    :func:`tokdyn.models.latent.tasks.sample` draws from ``key``, and its options from
+    :func:`tokdyn.data.grid_tasks.sample` draws from ``key``, and its options from
     ``fold_in(key, OPTIONS_STREAM)``. Jittable, vmappable over keys."""
     _check(cfg)
     task = latent_tasks.sample(key, family, cfg.task)
@@ -280,7 +280,7 @@ def _options_of(key, tasks: latent_tasks.Instance, index, cfg: Config) -> Instan
 
 
 def generate(key, n: int, cfg: Config = Config(), *, offset=0) -> Instance:
-    """``n`` instances balanced over the families, as :func:`tokdyn.models.latent.tasks.generate` draws their
+    """``n`` instances balanced over the families, as :func:`tokdyn.data.grid_tasks.generate` draws their
     tasks: instance i is :func:`sample` of ``fold_in(key, offset + i)`` and family
     ``cfg.task.families[(offset + i) % len(families)]``.
 
@@ -293,7 +293,7 @@ def generate(key, n: int, cfg: Config = Config(), *, offset=0) -> Instance:
     Returns:
       An :class:`Instance` batch with leading axis n.
 
-    Called from Python, the instances are drawn in blocks (:data:`tokdyn.models.latent.tasks.BLOCK`) by one
+    Called from Python, the instances are drawn in blocks (:data:`tokdyn.data.grid_tasks.BLOCK`) by one
     compiled program per configuration, whatever ``n`` and ``offset``, as the tasks are; inside a
     transformation, by one vmapped computation of ``n`` instances. Both give the same instances.
     """

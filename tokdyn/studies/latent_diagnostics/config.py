@@ -12,7 +12,8 @@ from tokdyn import _checks, probes
 from tokdyn.diagnostics import mediation, perturb
 from tokdyn.experiment import analysis
 from tokdyn.experiment import study as study_dir
-from tokdyn.models.latent import tasks, variants
+from tokdyn.data import grid_tasks as tasks
+from tokdyn.models.latent import variants
 
 STUDY = "latent-diagnostics"
 SELECTION = analysis.SOURCE_SELECTION + ("variants", "reference", "midway")  # fields that only choose which parts run

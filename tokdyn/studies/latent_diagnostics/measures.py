@@ -36,7 +36,7 @@ def mediation_rows(cfg: Config, name: str, model: latent_model.Model, params, te
       name: the variant's name (a row's ``variant``).
       model: its :class:`~tokdyn.models.latent.model.Model`.
       params: its weights, stacked over S seeds (leading (S,) axis).
-      test: B test instances (a :class:`~tokdyn.models.latent.tasks.Instance` batch).
+      test: B test instances (a :class:`~tokdyn.data.grid_tasks.Instance` batch).
       tc: the variant's training configuration (its task perturbs the inputs).
       other: optional (S, B, L, D) latents of another variant, for the ``"other"`` intervention
         (left out without them).
@@ -152,7 +152,7 @@ def caption_rows(cfg: Config, name: str, model: latent_model.Model, params, test
       name: the variant's name (a row's ``variant``).
       model: its :class:`~tokdyn.models.latent.model.Model`.
       params: its weights, stacked over S seeds (leading (S,) axis).
-      test: B test instances (a :class:`~tokdyn.models.latent.tasks.Instance` batch).
+      test: B test instances (a :class:`~tokdyn.data.grid_tasks.Instance` batch).
       tc: the variant's training configuration (its task perturbs the inputs).
 
     Returns:

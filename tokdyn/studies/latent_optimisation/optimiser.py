@@ -17,7 +17,7 @@ from tokdyn import io, stats
 from tokdyn.diagnostics import dmlr
 from tokdyn.experiment import study as study_dir
 from tokdyn.models.latent import model as latent_model
-from tokdyn.models.latent import tasks
+from tokdyn.data import grid_tasks as tasks
 from tokdyn.studies.latent_optimisation.config import Config
 
 
@@ -77,7 +77,7 @@ def run_optimiser(cfg: Config, name: str, model, params, test, study: Optional[s
       name: the variant's name.
       model: its :class:`~tokdyn.models.latent.model.Model`.
       params: its weights, stacked over S seeds.
-      test: N test instances (a :class:`~tokdyn.models.latent.tasks.Instance` batch).
+      test: N test instances (a :class:`~tokdyn.data.grid_tasks.Instance` batch).
       study: optional :class:`~tokdyn.experiment.study.Study` that keeps the runs.
 
     Returns:

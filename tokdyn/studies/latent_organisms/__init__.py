@@ -28,7 +28,7 @@ from tokdyn import _checks, io, train
 from tokdyn.experiment import runner, variants
 from tokdyn.experiment.findings import judge
 from tokdyn.experiment import study as study_dir
-from tokdyn.models.latent import tasks as grid_tasks
+from tokdyn.data import grid_tasks as grid_tasks
 from tokdyn.models.organism import evaluation
 from tokdyn.models.organism import tasks as organism_tasks
 from tokdyn.models.organism import training as organism

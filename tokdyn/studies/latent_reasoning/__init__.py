@@ -74,7 +74,8 @@ from tokdyn.train.store import (  # noqa: F401
     read_result,
     write_result,
 )
-from tokdyn.models.latent import evaluation, tasks
+from tokdyn.data import grid_tasks as tasks
+from tokdyn.models.latent import evaluation
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -86,7 +87,7 @@ BASELINES = ("chance", "question_only", "question_only_test")
 def baselines(cfg: Config, data: tasks.Splits) -> dict:
     """Per baseline of :data:`BASELINES`, its accuracy per family and overall (the mean over the
     families): the majority answer of each family, the exact question-only optimum
-    (:func:`tokdyn.models.latent.tasks.question_only_optimum`) and the optimal question-only rule's
+    (:func:`tokdyn.data.grid_tasks.question_only_optimum`) and the optimal question-only rule's
     accuracy on the test set (the bar ``no_image`` is measured against, free of sampling noise)."""
     families = cfg.training.task.families
     rule = tasks.question_only_answers(cfg.training.task, data.test) == np.asarray(data.test.answer)

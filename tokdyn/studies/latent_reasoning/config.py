@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 from tokdyn import _checks, train
 from tokdyn.experiment import study as study_dir
-from tokdyn.models.latent import tasks
+from tokdyn.data import grid_tasks as tasks
 from tokdyn.models.latent import training as latent_training
 from tokdyn.models.latent import variants as latent_variants
 from tokdyn.models.latent.variants import VARIANTS, variant

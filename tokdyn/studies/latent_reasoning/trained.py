@@ -13,7 +13,8 @@ import jax
 from tokdyn import io, train
 from tokdyn.experiment import study as study_dir
 from tokdyn.experiment import variants
-from tokdyn.models.latent import evaluation, tasks
+from tokdyn.data import grid_tasks as tasks
+from tokdyn.models.latent import evaluation
 from tokdyn.models.latent import training as latent_training
 from tokdyn.models.latent.variants import VARIANTS, stages
 from tokdyn.studies.latent_reasoning.config import SELECTION, STUDY, Config, training

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from tokdyn.experiment.findings import RATE, SCORE
 from tokdyn.models import iodine, savi, sequence, slots, vtae
 from tokdyn.models.latent import evaluation as latent_evaluation
-from tokdyn.models.latent import tasks as latent_tasks
+from tokdyn.data import grid_tasks as latent_tasks
 from tokdyn.models.latent import training as latent_training
 from tokdyn.studies.learned_sweep import grammar, sprites
 from tokdyn.studies.learned_sweep.model import LearnedModel
@@ -274,7 +274,7 @@ GRID_DIFFUSION = LearnedModel(
 def reasoner_pool(config: latent_training.VariantConfig):
     """The training pool every latent reasoner of a sweep shares: the pool of
     :func:`tokdyn.models.latent.training.data` (``n_train`` instances of
-    :func:`tokdyn.models.latent.tasks.generate` from the training configuration's root seed), drawn
+    :func:`tokdyn.data.grid_tasks.generate` from the training configuration's root seed), drawn
     inside the compiled program."""
     cfg = config.training
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.root_seed), 0), 0)

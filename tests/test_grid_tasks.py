@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from tokdyn.models.latent import tasks
+from tokdyn.data import grid_tasks as tasks
 
 CFG = tasks.Config(grid_size=5, n_colours=4, density=0.6)
 V = CFG.vocab
@@ -281,3 +281,21 @@ def test_question_only_closed_forms(cfg):
     assert opt["path"] == pytest.approx(1 / g**2 + (1 - 1 / g**2) * max(1 - d, d / (c - 1)))
     assert opt["recolour"] == pytest.approx(max(binom.pmf(np.arange(g + 1), g, 2 * d / c)))
     assert all(0 < p <= 1 for p in opt.values())
+
+
+def test_the_old_module_name_is_this_module_with_a_dated_warning(monkeypatch):
+    """``from tokdyn.models.latent import tasks`` (the module's name before it moved to tokdyn.data) still gives
+    the module, warning with its removal version on its first use in the process."""
+    import importlib
+    import warnings
+
+    import tokdyn.models.latent
+
+    monkeypatch.delitem(vars(tokdyn.models.latent), "tasks", raising=False)  # as if not used yet
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from tokdyn.models.latent import tasks as old
+    assert old is importlib.import_module("tokdyn.data.grid_tasks")
+    (w,) = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert "tokdyn.models.latent.tasks is deprecated: use tokdyn.data.grid_tasks" in str(w.message)
+    assert "removed in 0.2.0" in str(w.message)

@@ -46,7 +46,7 @@ class Config:
       grid_size: G, the image is G x G cells (2..32).
       n_colours: C colours (cell values 1..C; 0 is empty; 2..100).
       density: probability that a cell is non-empty.
-      families: the task families drawn, in balanced shares (names from tokdyn.models.latent.tasks.FAMILIES).
+      families: the task families drawn, in balanced shares (names from tokdyn.data.grid_tasks.FAMILIES).
     """
 
     grid_size: int = 6
@@ -358,7 +358,7 @@ def _families(families) -> tuple[int, ...]:
 def _check_generate(key, n, cfg, offset):
     _checks.prng_key("key", key)
     if not isinstance(cfg, Config):
-        raise TypeError(f"cfg must be a tokdyn.models.latent.tasks.Config, got {type(cfg).__name__}")
+        raise TypeError(f"cfg must be a tokdyn.data.grid_tasks.Config, got {type(cfg).__name__}")
     cfg.validate()
     _checks.positive_int("n", n)
     if _checks.on_host(offset):

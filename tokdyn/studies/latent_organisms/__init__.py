@@ -51,10 +51,12 @@ BASELINE_LABELS = {"chance": "chance (each family's most frequent letter)"}
 # The time estimate: the models' training FLOPs at FLOPS plus STEP_SECONDS a step for what does not grow with
 # the model (dispatch, evaluation, checkpoints), on the reference CPU (a 2-core x86_64), scaled by this machine's
 # training and host rates (tokdyn.experiment.rates). FLOPS is an effective rate (the FLOP count is a rough upper
-# bound), set from one run: `direct`, 2 seeds of the default organism, 6,000 steps in 1,211 s on one core of the
-# 2-core VM, where 2e9 had projected 33,418 s (benchmarks/runs/cpu-2026-11-28-latent-organisms-6c92cb2/); the
-# 4-layer run after it took 2,119 s where it projected 2,108 s (...-latent-organisms-L4-889cbeb/).
-FLOPS = 5e10
+# bound), set from one default-sized run: `direct`, 1 seed in batches of 96, 8,000 steps in 5,658 s on one core
+# of the 2-core VM (benchmarks/runs/cpu-2026-11-28-latent-organisms-direct-b96-73eb1dd/), 2.2e10 FLOP/s at the
+# training rate its one host device probes there (0.98x the reference). The first value, 5e10, was fitted on
+# single-family runs in batches of 32 while the command made two host devices on that one core (the probe then
+# read 0.54x): it projected the default's three families in batches of 96 at about half their time.
+FLOPS = 2.2e10
 STEP_SECONDS = 0.02
 COMPILE_SECONDS = 60.0  # a recipe's programs (its training chunk, initial state, answers), at the host rate
 

@@ -84,3 +84,21 @@ def test_without_the_recipes_or_the_table_every_claim_stays_open(tmp_path):
     found = lo.SPEC.findings(str(tmp_path))
     assert [f.key for f in found] == ["O1", "O2a", "O2b"]
     assert all(f.verdict == "open" and "missing" in f.basis for f in found)
+
+
+def test_the_studys_summary_states_each_finding_with_its_verdict(tmp_path):
+    """The summary a run writes ends with O1, O2a and O2b judged on its table, as reproduce judges them: decided
+    by a default run of 3 seeds, open in the quick preset's smoke run whatever the numbers."""
+    from tokdyn.experiment import runner
+
+    t = table({("direct", "read"): [0.99, 1.0, 0.985], ("direct", "gravity"): [0.4, 0.45, 0.5]})
+    conv = {"variant": ["direct"] * 3, "seed": [0, 1, 2], "converged": [True] * 3, "steps": [4000] * 3}
+    r = runner.Result({}, data=dict(acc=t, conv=conv, families=("read", "gravity"), out=str(tmp_path), done=True))
+    text = lo.summary(lo.Config(), r)
+    assert "| direct | 0.992 (0.98-1.00) | 0.450 (0.40-0.50) |  | 3/3 | 4000 |" in text.splitlines()
+    findings = text[text.index("## Findings") :].splitlines()
+    assert findings[2].startswith("- **O1. Organisms: `direct` reads the image: reproduced**. ")
+    assert [line[:7] for line in findings[2:]] == ["- **O1.", "- **O2a", "- **O2b"]
+    assert "open" in findings[3] and "open" in findings[4]  # no `text`: nothing to compare
+    quick = lo.summary(lo.Config.quick(), r)
+    assert "- **O1. Organisms: `direct` reads the image: open (smoke run: 3 seeds)**. " in quick

@@ -22,7 +22,7 @@ pytest.importorskip("safetensors")
 
 from tokdyn import cli, io  # noqa: E402
 from tokdyn.models import qwen2_5_vl  # noqa: E402
-from tokdyn.data import grid_tasks as grid_tasks  # noqa: E402
+from tokdyn.data import grid_tasks  # noqa: E402
 from tokdyn.models.organism import tasks as organism_tasks  # noqa: E402
 from tokdyn.models.organism import training as organism  # noqa: E402
 from tokdyn.studies import latent_organisms as lo  # noqa: E402

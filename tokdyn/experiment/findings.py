@@ -380,13 +380,17 @@ def evidence(out: str, table: Optional[Mapping] = None) -> tuple[str, Optional[i
     return preset, seeds, rows
 
 
-def gate(found: Sequence[Finding], out: str, table: Optional[Mapping] = None) -> list[Finding]:
+def gate(
+    found: Sequence[Finding], out: str, table: Optional[Mapping] = None, *, preset: Optional[str] = None
+) -> list[Finding]:
     """``found`` with every finding left ``open`` that the study's run cannot decide: a run of a
     quick preset (a smoke run: ``note`` ``smoke run: N seeds``), or one below the finding's
     declared evidence (fewer seeds than its ``min_seeds``, fewer rows of ``table`` than its
     ``min_runs``); the units' decisive verdicts in its rows (a ``verdict`` column) are opened too.
-    The evidence: :func:`evidence` of ``out`` and ``table``."""
-    preset, seeds, rows = evidence(out, table)
+    The evidence: :func:`evidence` of ``out`` and ``table``; ``preset``, where given, is the run's own (a
+    study judging its findings before its record is written) in place of the record's."""
+    recorded, seeds, rows = evidence(out, table)
+    preset = recorded if preset is None else preset
     seen = f"{seeds} seeds" if seeds is not None else f"{rows} rows"
     out_found = []
     for f in found:

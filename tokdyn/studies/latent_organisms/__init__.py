@@ -23,12 +23,13 @@ import time
 from typing import Optional
 
 import jax
+import numpy as np
 
 from tokdyn import _checks, io, train
 from tokdyn.experiment import runner, variants
-from tokdyn.experiment.findings import judge
+from tokdyn.experiment.findings import gate, judge
 from tokdyn.experiment import study as study_dir
-from tokdyn.data import grid_tasks as grid_tasks
+from tokdyn.data import grid_tasks
 from tokdyn.models.organism import evaluation
 from tokdyn.models.organism import tasks as organism_tasks
 from tokdyn.models.organism import training as organism
@@ -446,10 +447,16 @@ def run(session: runner.Session, cfg: Config) -> runner.Result:
 
 
 def summary(cfg: Config, r: runner.Result) -> str:
-    """The accuracy table (mean and range over seeds per recipe and family) with the chance level below."""
-    if not r.data["acc"]["variant"]:
+    """The accuracy table (mean and range over seeds per recipe and family) with the chance level below, then the
+    study's findings (O1, O2a, O2b) judged on it, each with its verdict and what it rests on (``tokdyn reproduce``
+    reports each with its rule and its table)."""
+    if not len(r.data["acc"]["variant"]):
         return "(no recipe has finished yet)"
-    return variants.summary_table(r.data["acc"], r.data["conv"], r.data["families"], BASELINE_LABELS)
+    text = variants.summary_table(r.data["acc"], r.data["conv"], r.data["families"], BASELINE_LABELS)
+    acc = {k: np.asarray(v) for k, v in r.data["acc"].items()}
+    found = gate(verdicts(acc), r.data["out"], acc, preset=cfg.preset)
+    lines = ["", "## Findings", ""] + [f"- **{f.key}. {f.title}: {f.label}**. {f.basis or '-'}" for f in found]
+    return text + "\n" + "\n".join(lines)
 
 
 SPEC = runner.Spec(

@@ -15,6 +15,7 @@ import pytest
 from tokdyn import cli, io
 from tokdyn.experiment import findings as experiment_findings
 from tokdyn.experiment import study as study_dir
+from tokdyn.experiment import runner
 from tokdyn.studies import organism_diagnostics as od
 from tokdyn.studies.organism_diagnostics import findings as odf
 
@@ -175,6 +176,15 @@ def test_the_findings_take_each_recipes_strongest_effect_over_seeds():
     assert o5.verdict == "refuted"
     two = organisms_table({("latent", "flip", "swap", ""): [0.3, 0.4]})
     assert odf.mediation_findings(two)[1].verdict == "open"  # too few seeds
+    # the study's summary ends with the same verdicts, judged on its run's table (open in the quick preset)
+    result = runner.Result({}, data=dict(table={k: list(v) for k, v in t.items()}, out="no-record-here"))
+    found = od.summary(od.Config(source="x"), result).split("## Findings")[1].strip().splitlines()
+    assert [line.split(":")[0] for line in found] == ["- **O3. Organisms", "- **O4a. Organisms", "- **O4b. Organisms",
+                                                      "- **O5. Organisms"]  # fmt: skip
+    labels = [line.rsplit("**. ", 1)[0].rsplit(": ", 1)[1] for line in found]
+    assert labels == ["reproduced", "refuted", "refuted", "open"]
+    quick = od.summary(od.Config.quick(), result).split("## Findings")[1]
+    assert quick.count("open (smoke run: 3 seeds)") == 4
 
 
 def write_source(path, study="latent-organisms", organisms=None):

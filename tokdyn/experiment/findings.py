@@ -117,6 +117,12 @@ class Finding:
         return f"{self.verdict} ({self.note})" if self.note else self.verdict
 
 
+def summary_lines(found: Sequence[Finding]) -> list[str]:
+    """A study summary's closing section: a ``## Findings`` heading, then a line a finding with its key, title,
+    verdict (with its note) and what it rests on."""
+    return ["", "## Findings", ""] + [f"- **{f.key}. {f.title}: {f.label}**. {f.basis or '-'}" for f in found]
+
+
 def missing(finding: Finding, why: str) -> Finding:
     """``finding`` left ``open`` because its study's files are not there (``why``)."""
     return dataclasses.replace(finding, verdict="open", basis=why, rows=[], header=())

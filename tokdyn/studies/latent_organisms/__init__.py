@@ -27,7 +27,7 @@ import numpy as np
 
 from tokdyn import _checks, io, train
 from tokdyn.experiment import runner, variants
-from tokdyn.experiment.findings import gate, judge
+from tokdyn.experiment.findings import gate, judge, summary_lines
 from tokdyn.experiment import study as study_dir
 from tokdyn.data import grid_tasks
 from tokdyn.models.organism import evaluation
@@ -455,8 +455,7 @@ def summary(cfg: Config, r: runner.Result) -> str:
     text = variants.summary_table(r.data["acc"], r.data["conv"], r.data["families"], BASELINE_LABELS)
     acc = {k: np.asarray(v) for k, v in r.data["acc"].items()}
     found = gate(verdicts(acc), r.data["out"], acc, preset=cfg.preset)
-    lines = ["", "## Findings", ""] + [f"- **{f.key}. {f.title}: {f.label}**. {f.basis or '-'}" for f in found]
-    return text + "\n" + "\n".join(lines)
+    return text + "\n" + "\n".join(summary_lines(found))
 
 
 SPEC = runner.Spec(

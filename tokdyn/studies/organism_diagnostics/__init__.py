@@ -310,7 +310,7 @@ def run(session: runner.Session, cfg: Config) -> runner.Result:
     table = {c: [r[i] for r in rows] for i, c in enumerate(COLUMNS)}
     return runner.Result(
         {TABLE: table},
-        data=dict(table=table),
+        data=dict(table=table, out=out),
         record=dict(recipes=names, instances=[os.path.relpath(f, out) for f in files]),
         value=True,
     )
@@ -328,7 +328,9 @@ def strongest(value, kind, level, sel) -> Optional[tuple]:
 
 def summary(cfg: Config, r: runner.Result) -> str:
     """Per recipe and family, the means over seeds (and their ranges) of the accuracy, the block's gain, the
-    markers' share, the strongest intervention's flip rate and the strongest perturbation's shift."""
+    markers' share, the strongest intervention's flip rate and the strongest perturbation's shift; then the
+    study's findings (O3, O4a, O4b, O5) judged on its table, each with its verdict and what it rests on
+    (``tokdyn reproduce`` reports each with its rule and its table)."""
     t = r.data["table"]
     if not t["recipe"]:
         return "(no organism diagnosed)"
@@ -371,6 +373,9 @@ def summary(cfg: Config, r: runner.Result) -> str:
         "DMLR change: the accuracy after the confidence-driven optimisation of the latents (with its visual "
         "injection) minus before.",
     ]
+    arrays = {k: np.asarray(v) for k, v in t.items()}
+    found = experiment_findings.gate(verdicts(arrays), r.data["out"], arrays, preset=cfg.preset)
+    lines += experiment_findings.summary_lines(found)
     return "\n".join(lines)
 
 

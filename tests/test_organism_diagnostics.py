@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -243,3 +244,29 @@ def test_the_organisms_of_a_micro_run_are_diagnosed_and_reduced(tmp_path):
         assert sum(1 for s in table["seed"] if int(s) == seed) == len(mine)
     found = od.SPEC.findings(out)
     assert [f.key for f in found] == ["O3", "O4a", "O4b", "O5"]
+
+
+def test_the_estimate_counts_the_compiles_once_and_the_calls_per_organism(monkeypatch):
+    """Five saved organisms (3 of one recipe, 2 of another): vlm-diagnostics' compiles once, since the organisms
+    share their programs, and ORGANISM_SECONDS of calls each, in proportion to the instances a family."""
+
+    @dataclasses.dataclass(frozen=True)
+    class Diagnostics:  # vlm-diagnostics' configuration of the first organism, as far as the estimate reads it
+        n_instances: int = 0
+
+        def estimate(self):
+            return study_dir.Estimate(memory=7, option="batch_size", models=1, work={"host": 120.0, "training": 9.0})
+
+    class Store:
+        saved = staticmethod(lambda record, latent_only=False: {"latent": 3, "pause": 2})
+        path = staticmethod(lambda source, name, seed: f"{source}/{name}/{seed}")
+        training = staticmethod(
+            lambda record: SimpleNamespace(tasks=SimpleNamespace(task=SimpleNamespace(families="rgp")))
+        )
+
+    monkeypatch.setattr(study_dir, "read_record", lambda source: {})
+    monkeypatch.setattr(od, "organisms", lambda: Store)
+    monkeypatch.setattr(od, "diagnostics_config", lambda cfg, record, model, files: Diagnostics())
+    e = od.Config(source="src", recipes=("latent", "pause"), n_instances=32).estimate()
+    assert e.models == 5 and e.memory == 7 and e.work["host"] == 120.0
+    assert e.work["training"] == pytest.approx(od.ORGANISM_SECONDS * 32 / 64 * 5)

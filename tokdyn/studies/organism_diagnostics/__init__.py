@@ -51,6 +51,15 @@ DIAGNOSTICS = "vlm-diagnostics"  # the study run on each organism
 ANALYSES = ("accuracy", "decomposition", "mediation", "optimisation", "injection")  # vlm-diagnostics' it reduces
 INSTANCE_STREAM = 3  # the organisms' root seed's stream of these instances (their splits draw 0, 1 and 2)
 SELECTION = ("preset",)
+DEFAULT_INSTANCES = 64  # Config.n_instances' default
+# The time estimate's calls: seconds of the analyses of one default-sized organism at DEFAULT_INSTANCES a family,
+# on the reference CPU (tokdyn.experiment.rates; scaled by this machine's training rate). vlm-diagnostics' own
+# estimate, made for checkpoints whose time is their floating-point work, counts about a tenth of it for these
+# small models, whose generation loops are dispatch-bound: three `latent` organisms of the default size took
+# 591, 542 and 564 s each on one core of the 2-core VM, the last two with every program compiled, while the
+# training probe there read 0.54x the reference (benchmarks/runs/cpu-2026-11-28-organism-diagnostics-L4-0aad75b/
+# diagnostics/organisms/latent/seed_*/config.json): about 300 s at the reference.
+ORGANISM_SECONDS = 300.0
 TABLE = "organisms.csv"
 COLUMNS = ("recipe", "seed", "family", "measure", "kind", "level", "value", "n")
 
@@ -98,8 +107,10 @@ class Config:
         return self
 
     def estimate(self) -> study_dir.Estimate:
-        """vlm-diagnostics' estimate for the source's first organism (:func:`diagnostics_config`), its time times
-        the organisms diagnosed; nothing when the source cannot be read (the checks refuse it first)."""
+        """vlm-diagnostics' estimate for the source's first organism (:func:`diagnostics_config`) for its memory
+        and its compiles (once: the organisms share their programs), and :data:`ORGANISM_SECONDS` a diagnosed
+        organism for the analyses' calls, in proportion to ``n_instances``; nothing when the source cannot be
+        read (the checks refuse it first)."""
         try:
             record = study_dir.read_record(self.source)
             names = recipes(self, record)
@@ -111,7 +122,8 @@ class Config:
             ).estimate()
         except (OSError, ValueError, KeyError, IndexError, TypeError, io.CorruptFile):
             return study_dir.Estimate()  # no source to size it from (yet): the checks name what is missing
-        return dataclasses.replace(one, models=count, work={k: v * count for k, v in one.work.items()}, seconds=None)
+        calls = ORGANISM_SECONDS * self.n_instances / DEFAULT_INSTANCES * count
+        return dataclasses.replace(one, models=count, work={"host": one.work["host"], "training": calls}, seconds=None)
 
     @classmethod
     def quick(cls) -> "Config":

@@ -51,8 +51,7 @@ DIAGNOSTICS = "vlm-diagnostics"  # the study run on each organism
 ANALYSES = ("accuracy", "decomposition", "mediation", "optimisation", "injection")  # vlm-diagnostics' it reduces
 INSTANCE_STREAM = 3  # the organisms' root seed's stream of these instances (their splits draw 0, 1 and 2)
 SELECTION = ("preset",)
-DEFAULT_INSTANCES = 64  # Config.n_instances' default
-# The time estimate's calls: seconds of the analyses of one default-sized organism at DEFAULT_INSTANCES a family,
+# The time estimate's calls: seconds of the analyses of one default-sized organism at Config.n_instances' default,
 # on the reference CPU (tokdyn.experiment.rates; scaled by this machine's training rate). vlm-diagnostics' own
 # estimate, made for checkpoints whose time is their floating-point work, counts about a tenth of it for these
 # small models, whose generation loops are dispatch-bound: three `latent` organisms of the default size took
@@ -122,7 +121,7 @@ class Config:
             ).estimate()
         except (OSError, ValueError, KeyError, IndexError, TypeError, io.CorruptFile):
             return study_dir.Estimate()  # no source to size it from (yet): the checks name what is missing
-        calls = ORGANISM_SECONDS * self.n_instances / DEFAULT_INSTANCES * count
+        calls = ORGANISM_SECONDS * self.n_instances / Config.n_instances * count  # the class's: the default
         return dataclasses.replace(one, models=count, work={"host": one.work["host"], "training": calls}, seconds=None)
 
     @classmethod

@@ -714,3 +714,38 @@ def test_processes_deal_the_parts_and_process_0_writes_them_all(tmp_path, monkey
         main(Shared(), out, quiet=True, fresh=True, part=(0, 2))
     with pytest.raises(ValueError, match="part must be a pair"):
         main(Shared(), out, quiet=True, part=(2, 2))
+
+
+@pytest.mark.parametrize("after", [1, 2])
+def test_a_stamp_linked_while_another_process_looks_is_never_a_strangers_file(tmp_path, monkeypatch, after):
+    """Processes of one job open a new directory at once: whichever look at the directory (its files,
+    its stamp) another process's stamp lands after, the check sees an empty directory or a stamped one,
+    never files without a stamp. A directory with a file and no stamp is still refused."""
+    from tokdyn.experiment.study import ownership, stamps
+
+    out = str(tmp_path / "new")
+    os.makedirs(out)
+    stamp = stamps.make_stamp("shared-parts", Shared(), outputs=["parts.csv"])
+    looks = []
+
+    def looked(fn):
+        def look(path):
+            value = fn(path)
+            looks.append(fn)
+            if len(looks) == after:
+                stamps.stamp_once(path, stamp)  # the other process, right after this look
+            return value
+
+        return look
+
+    monkeypatch.setattr(ownership, "read_stamp", looked(ownership.read_stamp))
+    monkeypatch.setattr(ownership, "_has_files", looked(ownership._has_files))
+    found = ownership.stamped_or_empty(out)
+    assert found is None or found["config"] == stamp["config"]
+    assert len(looks) >= after  # the stamp did land during the check
+    monkeypatch.undo()
+    stranger = str(tmp_path / "stranger")
+    os.makedirs(stranger)
+    open(os.path.join(stranger, "notes.txt"), "w").close()
+    with pytest.raises(io.OutputConflict, match=r"no tokdyn study stamped \(notes\.txt\)"):
+        ownership.stamped_or_empty(stranger)

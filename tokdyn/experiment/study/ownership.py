@@ -116,11 +116,16 @@ def check_directory(out: str) -> None:
 def stamped_or_empty(out: str) -> Optional[dict]:
     """The stamp of ``out`` (None for an empty directory); ``OutputConflict`` for a directory not
     known to be a study's: a stamp that cannot be verified, or files and no stamp. Such a directory
-    is never written into nor cleared, with ``fresh`` or without."""
+    is never written into nor cleared, with ``fresh`` or without.
+
+    The files are looked at before the stamp: several processes of one job may open a new
+    directory at once, and every file of a study is written after its stamp, which stays (only a
+    ``fresh`` start, under the exclusive lock, removes it). So files seen before a look that finds
+    no stamp were there without one; the other order would take a stamp linked between the two
+    looks for a stranger's file."""
+    files = _has_files(out)
     old = read_stamp(out)
-    if old is None and _has_files(out):
-        old = read_stamp(out)  # another process may have put its stamp in place between the two looks
-    if old is None and _has_files(out):
+    if old is None and files:
         loose = sorted(e for e in os.listdir(out) if e != LOCK_FILE and not io.is_temporary(e))
         raise io.OutputConflict(
             f"out={out!r} holds files that no tokdyn study stamped ({', '.join(loose[:5])}"

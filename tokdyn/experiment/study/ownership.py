@@ -119,8 +119,9 @@ def stamped_or_empty(out: str) -> Optional[dict]:
     is never written into nor cleared, with ``fresh`` or without.
 
     The files are looked at before the stamp: several processes of one job may open a new
-    directory at once, and every file of a study is written after its stamp, which stays (only a
-    ``fresh`` start, under the exclusive lock, removes it). So files seen before a look that finds
+    directory at once, and every file of a study is written after its stamp, which stays (a
+    ``fresh`` start removes it under the exclusive lock; a run refused before any work,
+    ``unstamp_untouched``, removes it after its empty folders). So files seen before a look that finds
     no stamp were there without one; the other order would take a stamp linked between the two
     looks for a stranger's file."""
     files = _has_files(out)

@@ -79,27 +79,29 @@ def test_the_recipes_sequences():
     assert T.layout(CFG, "pause", 0, pool).feed == "pause" and T.layout(CFG, "latent", 0, pool).n_latents == 2
 
 
-def test_a_pool_keeps_the_images_whose_rows_are_the_processors():
-    """A pool holds the images as drawn (uint8) and :func:`pixel_rows` makes the rows the processor makes of
-    them (the image, the helper, the black image); a pool encoded a few instances at a time is the pool encoded
-    at once."""
-    pool, _ = T.data(CFG)
-    examples = T.tasks_lib.examples(T.tasks_lib.generate(jax.random.key(5), 6, CFG.tasks), CFG.tasks)
-    processor = T.chat().processor
-    noise = np.random.default_rng(0).integers(0, 256, (2,) + examples[0].image.shape, dtype=np.uint8)
-    drawn = [e.image for e in examples] + [e.helper for e in examples] + list(noise)  # noise: every patch differs
-    got = np.asarray(T.pixel_rows(np.stack(drawn)))
-    for i, image in enumerate(drawn):
-        want = processor([image])["pixel_values"]
-        assert_same_floats(got[i], want, f"image {i}")
-    assert_same_floats(
-        np.asarray(T.pixel_rows(pool.blank)), processor([np.zeros_like(examples[0].image)])["pixel_values"]
-    )
-    assert pool.image.dtype == jnp.uint8 and pool.image.shape[1:] == examples[0].image.shape
-    key = jax.random.key(6)
+def test_a_pool_keeps_the_grids_and_its_batches_rows_are_the_processors():
+    """A pool holds each image's grid (a byte a cell); a batch's pixel rows, rendered in its program, are the rows
+    the processor makes of the instance's image, of its helper image and of the black image (``no_image``);
+    :func:`pixel_rows` of any uint8 image is the processor's; a pool encoded a few instances at a time is the
+    pool encoded at once."""
+    key, g = jax.random.key(6), CFG.tasks.task.grid_size
     whole, parts = T.make_pool(CFG, key, 7), T.make_pool(CFG, key, 7, chunk=3)
-    for name in ("ids", "mask", "positions", "next_pos", "image", "helper", "caption", "answer", "letter"):
+    for name in ("ids", "mask", "positions", "next_pos", "grid", "helper_grid", "caption", "answer", "letter"):
         np.testing.assert_array_equal(np.asarray(getattr(parts, name)), np.asarray(getattr(whole, name)), name)
+    assert whole.grid.dtype == jnp.int8 and whole.grid.shape == whole.helper_grid.shape == (7, g, g)
+    examples = T.tasks_lib.examples(T.tasks_lib.generate(key, 7, CFG.tasks), CFG.tasks)
+    processor = T.chat().processor
+    got, black = (
+        T.batch_of(CFG, "direct", 0, whole, jnp.arange(7)),
+        T.batch_of(CFG, "no_image", 0, whole, jnp.arange(2)),
+    )
+    for i, e in enumerate(examples):
+        assert_same_floats(np.asarray(got.pixels[i]), processor([e.image])["pixel_values"], f"image {i}")
+        assert_same_floats(np.asarray(got.helper[i]), processor([e.helper])["pixel_values"], f"helper {i}")
+    assert_same_floats(np.asarray(black.pixels[1]), processor([np.zeros_like(examples[0].image)])["pixel_values"])
+    noise = np.random.default_rng(0).integers(0, 256, (2,) + examples[0].image.shape, dtype=np.uint8)
+    for i, rows in enumerate(np.asarray(T.pixel_rows(noise))):  # every patch differs
+        assert_same_floats(rows, processor([noise[i]])["pixel_values"], f"noise {i}")
     with pytest.raises(ValueError, match="chunk"):
         T.make_pool(CFG, key, 7, chunk=0)
 

@@ -316,9 +316,10 @@ class Pool:
       ids: (N, T) the prompts' token ids, left-padded (the chat template's user turn and the assistant's start).
       mask: (N, T) True at the prompts' tokens.
       positions: (3, N, T) their positions; next_pos: (N,) each prompt's next.
-      image: (N, H, W, 3) uint8 the images as drawn; helper: (N, H, W, 3) the helper images; blank: (H, W, 3)
-        a black image. A batch's pixel rows are made from them in its program (:func:`pixel_rows`: a pool
-        holds 1 byte a pixel, not the processor's 8 float32 numbers a pixel).
+      grid: (N, G, G) int8 the images' cell values; helper_grid: (N, G, G) the helper images'; blank: (H, W, 3)
+        uint8 a black image. A batch's images are drawn from the grids in its program
+        (:func:`tokdyn.models.organism.tasks.render`, then :func:`pixel_rows`): a pool holds a byte a cell, not
+        the 1,000-odd bytes of a cell's pixels, so a pool of a million instances fits in memory.
       caption: (N, K) the caption's ids, right-padded with ``<|endoftext|>``; caption_len: (N,).
       answer: (N, 2) the answer's letter and ``<|im_end|>``.
       letter: (N,) the answer's option index; family: (N,) the task family's index.
@@ -328,8 +329,8 @@ class Pool:
     mask: jax.Array
     positions: jax.Array
     next_pos: jax.Array
-    image: jax.Array
-    helper: jax.Array
+    grid: jax.Array
+    helper_grid: jax.Array
     blank: jax.Array
     caption: jax.Array
     caption_len: jax.Array
@@ -379,62 +380,54 @@ def pixel_rows(images) -> jax.Array:
     return x.reshape(*lead, gh * gw, c * frames * patch * patch)
 
 
-def _prompts(ch, examples, chunk: int):
-    """The prompts' ids and mask, left-padded with ``<|endoftext|>``, and the images' grid (1, 3): encoded
-    ``chunk`` instances at a time, so that the processor's float32 rows of at most ``chunk`` images are held at
-    once."""
-    ids, masks, grid, fill = [], [], None, pad_id()
-    for start in range(0, len(examples), chunk):
-        part = examples[start : start + chunk]
-        convs, images = [conversation(e) for e in part], [e.image for e in part]
-        enc = ch.encode_batch(convs, images, padding_side="left", pad_token_id=fill)
-        ids.append(enc["input_ids"])
-        masks.append(enc["attention_mask"])
-        grid = enc["image_grid_thw"][:1]
-    width = max(a.shape[1] for a in ids)
-    pad = lambda a, value: np.pad(a, ((0, 0), (width - a.shape[1], 0)), constant_values=value)  # noqa: E731
-    return np.concatenate([pad(a, fill) for a in ids]), np.concatenate([pad(m, 0) for m in masks]), grid
-
-
 def make_pool(cfg: Config, key, n: int, *, chunk: int = 512) -> Pool:
-    """``n`` instances drawn from ``key`` as a :class:`Pool` (host work: the tasks rendered, the prompts through
-    the chat template and the tokenizer, ``chunk`` instances at a time; the images kept as drawn, 8 bits a
-    channel)."""
+    """``n`` instances drawn from ``key`` as a :class:`Pool` (host work: the prompts through the chat template and
+    the tokenizer, ``chunk`` instances at a time, so that at most ``chunk`` rendered images are held at once; the
+    pool keeps the grids, from which its batches are rendered)."""
     _checks.positive_int("chunk", chunk)
-    batch = tasks_lib.generate(key, n, cfg.tasks)
-    examples = tasks_lib.examples(batch, cfg.tasks)
-    side = examples[0].image.shape[0]
+    side = cfg.tasks.image_size
     if qwen2_5_vl.ImageProcessor().target_size(side, side) != (side, side):
         raise ValueError(
             f"tasks: images of {side} x {side} pixels would be resized by the processor; the side (grid_size x "
             "cell_pixels) must be a multiple of 28 and at least 56"
         )
+    batch = jax.tree.map(np.asarray, tasks_lib.generate(key, n, cfg.tasks))
     ch = chat()
     tok = ch.tokenizer
-    input_ids, attention, grid = _prompts(ch, examples, chunk)
-    mcfg = model_config(cfg)
-    grid = np.repeat(grid, n, 0)
-    pos, nxt = qwen2_5_vl.model.rope_index(mcfg, input_ids, grid, attention.astype(bool))
+    eos = tok.token_to_id(tokenizer_lib.EOS_TOKEN)
+    ids, masks, letters, grid = [], [], np.zeros(n, np.int64), None
     caption = np.full((n, CAPTION_TOKENS), pad_id(), np.int64)
     lengths = np.zeros(n, np.int64)
-    for i, e in enumerate(examples):
-        ids = tok.encode(e.caption, add_special_tokens=False).ids[:CAPTION_TOKENS]
-        caption[i, : len(ids)], lengths[i] = ids, len(ids)
-    eos = tok.token_to_id(tokenizer_lib.EOS_TOKEN)
-    letters = np.asarray([tok.encode(e.answer, add_special_tokens=False).ids[0] for e in examples], np.int64)
+    for start in range(0, n, chunk):
+        part = tasks_lib.examples(jax.tree.map(lambda a: a[start : start + chunk], batch), cfg.tasks)
+        enc = ch.encode_batch(
+            [conversation(e) for e in part], [e.image for e in part], padding_side="left", pad_token_id=pad_id()
+        )
+        ids.append(enc["input_ids"])
+        masks.append(enc["attention_mask"])
+        grid = enc["image_grid_thw"][:1]
+        for i, e in enumerate(part, start):
+            cap = tok.encode(e.caption, add_special_tokens=False).ids[:CAPTION_TOKENS]
+            caption[i, : len(cap)], lengths[i] = cap, len(cap)
+            letters[i] = tok.encode(e.answer, add_special_tokens=False).ids[0]
+    width = max(a.shape[1] for a in ids)
+    pad = lambda a, value: np.pad(a, ((0, 0), (width - a.shape[1], 0)), constant_values=value)  # noqa: E731
+    input_ids = np.concatenate([pad(a, pad_id()) for a in ids])
+    attention = np.concatenate([pad(m, 0) for m in masks]).astype(bool)
+    pos, nxt = qwen2_5_vl.model.rope_index(model_config(cfg), input_ids, np.repeat(grid, n, 0), attention)
     return Pool(
         jnp.asarray(input_ids, jnp.int32),
-        jnp.asarray(attention.astype(bool)),
+        jnp.asarray(attention),
         jnp.asarray(pos, jnp.int32),
         jnp.asarray(nxt, jnp.int32),
-        jnp.asarray(np.stack([e.image for e in examples]), jnp.uint8),
-        jnp.asarray(np.stack([e.helper for e in examples]), jnp.uint8),
-        jnp.zeros(examples[0].image.shape, jnp.uint8),
+        jnp.asarray(batch.task.image, jnp.int8),
+        jnp.asarray(batch.task.helper, jnp.int8),
+        jnp.zeros((side, side, 3), jnp.uint8),
         jnp.asarray(caption, jnp.int32),
         jnp.asarray(lengths, jnp.int32),
         jnp.asarray(np.stack([letters, np.full(n, eos)], 1), jnp.int32),
-        jnp.asarray(np.asarray(batch.correct), jnp.int32),
-        jnp.asarray(np.asarray(batch.task.family), jnp.int32),
+        jnp.asarray(batch.correct, jnp.int32),
+        jnp.asarray(batch.task.family, jnp.int32),
     )
 
 
@@ -483,7 +476,8 @@ def batch_of(cfg: Config, recipe: str | Variant, stage: int, pool: Pool, index) 
     _, dropped, _ = stages(cfg, recipe)[stage]
     take = lambda a: a[index]  # noqa: E731
     b = index.shape[0]
-    pixels = pixel_rows(take(pool.image) if v.use_image else jnp.broadcast_to(pool.blank, (b,) + pool.blank.shape))
+    image = tasks_lib.render(take(pool.grid), cfg.tasks) if v.use_image else pool.blank
+    pixels = pixel_rows(jnp.broadcast_to(image, (b,) + pool.blank.shape))
     answer = take(pool.answer)
     if v.caption:
         cap = take(pool.caption)[:, dropped:]
@@ -512,7 +506,7 @@ def batch_of(cfg: Config, recipe: str | Variant, stage: int, pool: Pool, index) 
         weight,
         is_answer,
         jnp.asarray([mode.start, mode.end, mode.pad], jnp.int32),
-        pixel_rows(take(pool.helper)),
+        pixel_rows(tasks_lib.render(take(pool.helper_grid), cfg.tasks)),
     )
 
 

@@ -22,7 +22,7 @@ finishes, so a kill loses nothing finished). Every row at precision ``highest`` 
   train:autoencoder  the visual-token autoencoder at 4,096 and 1,024 seeds, one program per call
   train:slots        Slot Attention at 1,024 seeds, one program per call (``-tf32``: TF32;
                      ``-4096``: 4,096 seeds, which did not compile within 150 s at ca6932f)
-  train:MODEL        IODINE, SAVi, the latent reasoner, grid diffusion at 1,024 seeds, a step each
+  train:MODEL        IODINE, SAVi, grid diffusion at 1,024 seeds, a step each
   training           every learned model at 1, 64 and 1,024 seeds, with its share of the bound
   sweep:NAME         each learned sweep end to end (``tokdyn sweep vtae``, the others ``--quick``),
                      the sweep's own seconds from its output
@@ -35,7 +35,7 @@ finishes, so a kill loses nothing finished). Every row at precision ``highest`` 
                      autotuning off
   study:NAME         the studies' defaults (``tokdyn reproduce --studies NAME``), the latent ones
                      first; each study's tables and report -> studies.tgz (its .npz parts left out)
-  rest               the suite's other rows (sampling, DMLR, mediation), then the 10^9-run sweep
+  rest               the suite's other rows (sampling), then the 10^9-run sweep
 
 The order: setup, then the steps serving the ledger's rows of ``--device`` still to measure,
 unmeasured or stale (``python benchmarks/ledger.py`` says why), by the best priority among them and,
@@ -94,7 +94,6 @@ ROOT = os.path.dirname(HERE)
 LATENT_FIRST = (
     "latent-reasoning",
     "latent-diagnostics",
-    "latent-optimisation",
     "token-dynamics",
     "token-dynamics-sweep",
     "collapse",
@@ -131,14 +130,12 @@ SWEEPS = (
     ("tokdyn sweep iodine --quick", ["sweep", "iodine", "--quick"]),
     ("tokdyn sweep savi --quick", ["sweep", "savi", "--quick"]),
     ("tokdyn sweep grid-diffusion --quick", ["sweep", "grid-diffusion", "--quick"]),
-    ("tokdyn sweep latent-reasoning --quick", ["sweep", "latent-reasoning", "--quick"]),
 )
 SWEEP_TIMEOUT = 150.0  # one sweep's step budget (three quick sweeps did not finish in 58 s, ca6932f)
 # the learned models trained at 1,024 seeds by a step of their own: (the suite's --models word, what)
 TRAINED = (
     ("iodine", "IODINE"),
     ("savi", "SAVi (transformer predictor)"),
-    ("latent", "the latent reasoner"),
     ("diffusion", "grid diffusion (D3PM absorbing)"),
 )
 MODELS_IN = re.compile(r"(\d+) models in ([0-9.]+) s")
@@ -279,8 +276,8 @@ def plan(args) -> list[Step]:
         Step(
             "rest",
             budget("rest"),
-            suite(args, "sampling,dmlr,diagnostics,sweep", budget("rest"), "--sweep-seconds", "20" if smoke else "200"),
-            "sampling, DMLR, mediation; the 10^9-run sweep",
+            suite(args, "sampling,sweep", budget("rest"), "--sweep-seconds", "20" if smoke else "200"),
+            "sampling; the 10^9-run sweep",
         )
     )
     return [st for st in steps if not (smoke and st.name in SMOKE_SKIPS)]

@@ -6,7 +6,7 @@ the measured ceilings of that device.
 
 The rows live in ``benchmarks/rows/``, one module per family (its docstring says what each row
 measures); ``--sections`` picks families, in this order: ceilings, dynamics, rules, metrics, data, peers, training,
-sampling, dmlr, diagnostics, feedback, engine, estimates, sweep, vlm (on an accelerator the sweep runs first, before this process
+sampling, engine, estimates, sweep, vlm (on an accelerator the sweep runs first, before this process
 holds any of the device's memory); vlm-compile (each Qwen2.5-VL program of the vlm rows compiled from abstract
 arguments, its seconds) runs only when named. Every row runs under ``jax.default_matmul_precision`` of
 ``--matmul-precision`` (default ``highest``, as the ``tokdyn`` command runs the studies), except the rows
@@ -93,7 +93,7 @@ def parse(argv=None):
         "--models",
         default=None,
         help="comma list of words; the training rows only of learned models whose name holds one "
-        "(e.g. latent,diffusion,autoencoder; default every model)",
+        "(e.g. diffusion,autoencoder; default every model)",
     )
     ap.add_argument(
         "--rows",

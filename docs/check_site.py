@@ -39,7 +39,7 @@ PAGES = (
     ("index.html", "home.png", "tokdyn"),
     ("api/tokdyn.dynamics.loop.html", "api-dynamics-loop.png", "tokdyn.dynamics.loop.run"),
     ("concepts/token-dynamics.html", "concept-token-dynamics.png", "Your own rule is a value"),
-    ("api/tokdyn.diagnostics.perturb.html", "api-perturb.png", "tokdyn.diagnostics.perturb.perturb"),
+    ("api/tokdyn.diagnostics.grounding.html", "api-grounding.png", "tokdyn.diagnostics.grounding.scores"),
     ("studies/token-dynamics.html", "study-token-dynamics.png", "Ours beside the published figures"),
 )
 EXTERNAL = ("http:", "https:", "mailto:", "data:", "javascript:", "ftp:")

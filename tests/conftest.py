@@ -291,19 +291,6 @@ def jax_compilations():
         jax.monitoring.unregister_event_duration_listener(listener)
 
 
-@pytest.fixture(scope="session")
-def tiny_reasoner(tmp_path_factory):
-    """(latent-reasoning Config, directory) of a tiny study with the trained ``latent`` variant,
-    shared by the studies that analyse trained reasoners (copy it before writing to it)."""
-    from test_latent_train import TINY
-    from tokdyn.studies import latent_reasoning
-
-    cfg = latent_reasoning.Config(reference_steps=0, training=TINY, variants=("latent",))
-    path = str(tmp_path_factory.mktemp("reasoner"))
-    assert latent_reasoning.main(cfg, path, quiet=True, plots=False)
-    return cfg, path
-
-
 def deterministic_and_key_dependent(draw, key, other_key, reference: dict) -> None:
     """``draw(key)`` (a generator's output as a dict of host arrays) is ``reference`` again,
     exactly (the same program run twice), and ``draw(other_key)`` has other ``masks``."""
@@ -333,26 +320,6 @@ def segmented_in_chunks(segment, key, params, cfg, images, width: int, *, rtol: 
     assert np.mean(lab == np.asarray(labels_n)) >= 0.99
     np.testing.assert_allclose(np.asarray(states2), np.asarray(states_n), rtol=rtol, atol=atol)
     return lab, np.asarray(states2)
-
-
-def quick_source(path, **schedule) -> str:
-    """A latent-reasoning directory at ``path`` stamped with the quick preset (with fields of its
-    training's ``train`` replaced by ``schedule``), before any variant is trained in it: the source
-    the analyses' command lines are checked against. Returns the path."""
-    import dataclasses
-
-    from tokdyn.studies import latent_reasoning
-
-    lr = latent_reasoning.Config.quick()
-    cfg = (
-        dataclasses.replace(
-            lr, training=dataclasses.replace(lr.training, train=dataclasses.replace(lr.training.train, **schedule))
-        )
-        if schedule
-        else lr
-    )
-    latent_reasoning.open_study(cfg, str(path), quiet=True).release()
-    return str(path)
 
 
 def pytest_xdist_auto_num_workers(config):

@@ -110,7 +110,7 @@ def test_plan_prints_the_steps_in_priority_order_without_jax():
         keys.append((st in ("current", ""), order.index(st) if st in ("current", "") else 0, prio, order.index(st)))
     assert keys == sorted(keys), keys
     studies = [n for n in names if n.startswith("study:")]
-    assert studies[:3] == ["study:latent-reasoning", "study:latent-diagnostics", "study:latent-optimisation"]
+    assert studies[:2] == ["study:latent-reasoning", "study:latent-diagnostics"]
 
 
 @pytest.mark.full
@@ -178,8 +178,6 @@ def test_smoke_runs_every_step_and_row(tmp_path):
         "peers",
         "compile",
         "sampling",
-        "dmlr",
-        "diagnostics",
         "sweep",
         "sweeps",
         "vlm",

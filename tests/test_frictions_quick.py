@@ -12,8 +12,6 @@ from tokdyn.experiment import study as study_dir
 from tokdyn.experiment.presets import QUICK_NOTE, preset_line, with_preset_line
 
 STUDY_COMMANDS = [key for key in cli.COMMANDS if key[0] == "study"]
-# the two analyses' preset names the latent-reasoning preset they read ("default" or "quick"), so quick() sets it
-ANALYSES = {("study", "latent-diagnostics"), ("study", "latent-optimisation")}
 
 
 def _config_class(key):
@@ -31,11 +29,10 @@ def test_quick_presets_validate_and_say_so(key):
     cls = _config_class(key)
     cfg = cls.quick().validate()
     assert cfg.preset == "quick"
-    assert cls().preset == ("default" if key in ANALYSES else "")  # the default configuration: no label
+    assert cls().preset == ""  # the default configuration: no label
     assert "preset" in cli.config_help(cls)  # documented in the Attributes section
-    if key not in ANALYSES:
-        with pytest.raises(ValueError, match="preset"):
-            dataclasses.replace(cfg, preset="fast").validate()
+    with pytest.raises(ValueError, match="preset"):
+        dataclasses.replace(cfg, preset="fast").validate()
 
 
 def test_the_line_opens_a_quick_summary_only():

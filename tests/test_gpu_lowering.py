@@ -84,7 +84,7 @@ def test_study_path_chunk_lowers_for_cuda_with_the_pallas_kernel(on_gpu):
 
 # each traces its whole training loop (5-20 s of a 2-core CPU): with the full executions; the default
 # tier lowers the Qwen programs and lists the analyses' programs
-LEARNED = ("vtae", "slots", "iodine", "savi", "grid_diffusion", "latent_reasoning")
+LEARNED = ("vtae", "slots", "iodine", "savi", "grid_diffusion")
 
 
 @pytest.mark.full

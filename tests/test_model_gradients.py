@@ -2,13 +2,13 @@
 float64 (``jax.enable_x64``): the Gaussian epsilon loss (and the Gaussian variational term through
 ``predict_x0`` and ``posterior_mean_var``) in the model's output, the D3PM hybrid loss in the x_0
 logits (both kernels, t = 1 and t >= 2), and the losses of the slot autoencoder, the visual-token
-autoencoder, the sequence models (DDPM and D3PM through the network) and the latent reasoner in
+autoencoder and the sequence models (DDPM and D3PM through the network) in
 their parameters: a directional derivative along a random direction over all parameters, and one
 over a single parameter block, to a relative 1e-6. Each comparison is shown able to fail: the
 same comparison of a gradient scaled by 1 + 1e-4, or with one parameter block's gradient
 dropped, is refused.
 
-The losses of the slot autoencoder, the sequence models and the latent reasoner through their
+The losses of the slot autoencoder and the sequence models through their
 networks are full executions (``-m full``, run by CI after the default run): each compiles a model
 and its float64 derivatives. The default run checks every model's gradient through the
 transformation table (tests/test_transformations.py: reverse mode against forward mode)."""
@@ -24,9 +24,6 @@ import pytest
 
 from tokdyn import diffusion, train
 from tokdyn.models import sequence, slots, vtae
-from tokdyn.models.latent import losses as latent_losses
-from tokdyn.models.latent import model as latent_model
-from tokdyn.data import grid_tasks as tasks
 from tokdyn.models.vtae import training as vtae_training
 
 RTOL = 1e-6  # float64: the derivative is right to many more digits; a wrong one is off by far more
@@ -265,48 +262,3 @@ def test_sequence_model_loss(model):
         loss = lambda p: sequence.loss_fn(jax.random.key(1), p, cfg, hp, x0)[0]  # noqa: E731
         check_gradient(loss, params, seed=0)
         check_gradient(loss, params, seed=1, only="block0")
-
-
-LATENT = latent_model.Config(
-    task=tasks.Config(grid_size=2, n_colours=3),
-    width=8,
-    depth=1,
-    heads=2,
-    mlp_ratio=2,
-    latent_mode="feedback",
-    n_latents=2,
-    caption_len=4,
-)
-
-
-@pytest.mark.parametrize(
-    "align", [pytest.param("monet", marks=pytest.mark.slow), pytest.param("lvr", marks=pytest.mark.full)]
-)  # monet: 4x lvr's time
-def test_latent_reasoner_objective(align):
-    """The latent reasoner's objective (answer and caption cross-entropy through the latent feedback
-    loop, plus an alignment term: Monet's to the self-teacher's states, LVR's to the patch
-    embeddings). The alignment targets are computed with their gradient stopped, so the finite
-    differences are those of the objective with the targets held at the point's parameters: the
-    answer and caption terms at the perturbed parameters, the alignment between the perturbed
-    model's latents and the unperturbed targets."""
-    model = latent_model.Model(LATENT)
-    batch = tasks.generate(jax.random.key(1), 3, LATENT.task)  # (drawn in 32 bits: under x64 the draw fails)
-    with jax.enable_x64(True):
-        params = _f64(model.init(jax.random.key(0)))
-        mask = jnp.asarray([0.0, 1.0, 1.0, 1.0])
-        kw = dict(caption_mask=mask, align_weight=0.7, caption_weight=0.5)
-
-        def objective(p):
-            return latent_losses.objective(model, p, batch, align=align, **kw)[0]
-
-        def targets_fixed(p):
-            out = model.apply(p, batch)
-            total = latent_losses.answer_ce(model, batch, out)[0] + 0.5 * latent_losses.caption_ce(
-                model, batch, out, mask
-            )
-            return total + 0.7 * latent_losses.alignment_loss(model, params, batch, out, align)
-
-        value, grad = _value_and_grad(objective)(params)
-        np.testing.assert_allclose(value, _value_and_grad(targets_fixed)(params)[0], rtol=1e-12)
-        got = check_gradient(targets_fixed, params, seed=0)
-        np.testing.assert_allclose(_dot(grad, _direction(params, 0)), got, rtol=1e-10)

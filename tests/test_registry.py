@@ -28,8 +28,8 @@ def test_the_command_line_and_reproduce_read_the_registry():
 
 
 def test_reproduce_runs_by_default_all_but_the_studies_sized_for_an_accelerator(tmp_path):
-    """The sweeps of Slot Attention, IODINE, SAVi, the grid-diffusion models and the latent
-    reasoner (hours on two CPU cores) run only when named;
+    """The sweeps of Slot Attention, IODINE, SAVi and the grid-diffusion models, and the Qwen2.5-VL
+    organisms' studies (hours on two CPU cores) run only when named;
     the report covers one once its directory is there."""
     assert reproduce.DEFAULT_STUDIES == tuple(e.name for e in registry.STUDIES if e.by_default)
     assert reproduce.Config().studies == reproduce.DEFAULT_STUDIES
@@ -39,10 +39,9 @@ def test_reproduce_runs_by_default_all_but_the_studies_sized_for_an_accelerator(
         "iodine-sweep",
         "savi-sweep",
         "grid-diffusion-sweep",
-        "latent-reasoning-sweep",
         "vlm-diagnostics",  # a checkpoint's study: without --model its numbers are a random model's
-        "latent-organisms",  # Qwen2.5-VL organisms: projected hours at its defaults on two CPU cores
-        "organism-diagnostics",  # it reads the organisms of a latent-organisms directory
+        "latent-reasoning",  # Qwen2.5-VL organisms: projected hours at its defaults on two CPU cores
+        "latent-diagnostics",  # it reads the organisms of a latent-reasoning directory
     }
     reproduce.Config(studies=("slots-sweep",)).validate()  # named: runs
     assert reproduce.reported(str(tmp_path)) == ()  # a report covers the studies run, none else
@@ -103,14 +102,13 @@ def test_a_study_that_reads_another_declares_it_and_reproduce_runs_it_after():
         for read in e.reads:
             assert names.index(read) < names.index(e.name), f"{e.name} is listed before {read}, which it reads"
             assert studies.spec(read).store is not None, f"{read} offers its readers nothing (SPEC.store)"
-    assert registry.entry("latent-diagnostics").reads == registry.entry("latent-optimisation").reads
     assert registry.entry("latent-diagnostics").reads == ("latent-reasoning",)
     # reproduce's order: a study after what it reads, the rest as given
-    assert registry.in_order(["latent-optimisation", "video", "latent-reasoning", "latent-diagnostics"]) == (
-        "latent-reasoning",
-        "latent-optimisation",
+    assert registry.in_order(["video", "latent-diagnostics", "collapse", "latent-reasoning"]) == (
         "video",
+        "latent-reasoning",
         "latent-diagnostics",
+        "collapse",
     )
     assert registry.in_order(["latent-diagnostics", "collapse"]) == ("latent-diagnostics", "collapse")
 
@@ -151,28 +149,14 @@ def test_no_study_imports_another(entry):
         assert not reached, f"{path} imports {sorted(reached)}"
 
 
-def test_the_analyses_reach_their_source_by_name_and_the_old_module_still_names_it(monkeypatch):
-    from tokdyn.experiment import analysis, reasoners
-    from tokdyn.studies import latent_diagnostics, latent_reasoning
-    from tokdyn.train import store
+def test_the_analyses_reach_their_source_by_name():
+    from tokdyn.experiment import analysis
+    from tokdyn.studies import latent_reasoning
 
-    assert analysis.source_spec() is latent_reasoning.SPEC
-    assert analysis.source_store() is latent_reasoning.STORE is latent_diagnostics.Config().reasoners()
-    assert latent_diagnostics.Config(preset="quick").reasoning() == latent_reasoning.Config.quick()
+    assert analysis.source_spec("latent-reasoning") is latent_reasoning.SPEC
+    assert analysis.source_store("latent-reasoning") is latent_reasoning.STORE
     with pytest.raises(ValueError, match="'collapse' keeps no trained models"):
         analysis.source_store("collapse")
-    monkeypatch.setattr(reasoners, "_WARNED", set())
-    for name, home in (
-        ("Config", latent_reasoning.Config),
-        ("ensure_trained", latent_reasoning.source.ensure_trained),
-        ("read_result", store.read_result),
-        ("Analysis", analysis.Analysis),
-    ):
-        with pytest.warns(DeprecationWarning, match=f"reasoners is deprecated: {name} is tokdyn") as record:
-            assert getattr(reasoners, name) is home
-        assert str(record[0].message).endswith("(deprecated in tokdyn 0.1.0, 2026-11-26; removed in 0.2.0)")
-    with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        _ = reasoners.nope
 
 
 def test_every_deprecation_is_dated_and_none_has_outlived_its_removal_version():
@@ -189,7 +173,6 @@ def test_every_deprecation_is_dated_and_none_has_outlived_its_removal_version():
 
     assert set(_deprecations.TABLE) == {
         "tokdyn.fused",
-        "tokdyn.experiment.reasoners",
         "train_many flat keywords",
         "tokdyn.models.qwen2_5_vl_apply",
         "tokdyn.models.qwen2_5_vl_probes",

@@ -11,7 +11,7 @@ import pytest
 
 from tokdyn import cli, io, reproduce
 from tokdyn.experiment import findings
-from tokdyn.studies import collapse, grid_diffusion, latent_diagnostics, latent_optimisation, token_dynamics
+from tokdyn.studies import collapse, grid_diffusion, token_dynamics
 from tokdyn.studies import visual_tokens
 
 PUBLISHED = {
@@ -190,160 +190,6 @@ def test_grid_diffusion_finding(grid, token, expect):
     assert "grid_d3pm_uniform" in f.basis and "token_ar" in f.basis
 
 
-# ---------------------------------------------------------------------------------------------- 3.-5. latent reasoning
-
-
-def test_markers_unit_rules():
-    assert latent_diagnostics.markers_unit(0.8, 1.1, 0.02, 3) == "reproduced"
-    assert latent_diagnostics.markers_unit(0.18, 0.35, 0.07, 3) == "refuted"
-    assert latent_diagnostics.markers_unit(0.55, 0.77, 0.03, 3) == "open"  # misses the band, not the margin
-    assert latent_diagnostics.markers_unit(0.65, 2.0, 0.002, 3) == "open"  # too wide to tell
-    assert latent_diagnostics.markers_unit(0.8, 1.1, -0.01, 3) == "n/a"  # no gain to share
-    assert latent_diagnostics.markers_unit(0.8, 1.1, 0.02, 2) == "open"  # too few seeds
-
-
-def dec_table(units) -> dict:
-    rows = []
-    for name, (low, high, gain_low) in units.items():
-        for stage in ("mid", "final"):
-            for setting in ("full", "markers_only", "no_block"):
-                rows.append(
-                    dict(
-                        variant=name,
-                        stage=stage,
-                        setting=setting,
-                        accuracy=0.7,
-                        block_gain=gain_low + 0.01,
-                        block_gain_low=gain_low,
-                        block_gain_high=gain_low + 0.02,
-                        gain_retained=(low + high) / 2,
-                        gain_low=low,
-                        gain_high=high,
-                    )
-                )
-    return io.to_columns(rows)
-
-
-@pytest.mark.parametrize(
-    "units, expect",
-    [
-        ({"latent_mirage": (0.75, 1.2, 0.01), "latent_monet": (0.0, 0.0, -0.01)}, "reproduced"),
-        ({"latent_mirage": (0.75, 1.2, 0.01), "latent": (0.18, 0.35, 0.07)}, "refuted"),
-        ({"latent_lvr": (0.65, 2.0, 0.002)}, "open"),
-    ],
-)
-def test_markers_finding(units, expect):
-    f = latent_diagnostics.markers_finding(dec_table(units), seeds=3)
-    assert f.verdict == expect
-    assert len(f.rows) == len(units)  # the final stage only
-    assert latent_diagnostics.markers_finding(dec_table(units), seeds=2).verdict == "open"  # too few seeds
-
-
-def med_table(shift: dict, flips: dict, seeds: int = 3) -> dict:
-    rows = []
-    for name in shift:
-        for s in range(seeds):
-            for step in (1, 2):
-                rows.append(
-                    dict(
-                        variant=name,
-                        seed=s,
-                        what="latent",
-                        perturbation="blank",
-                        step=step,
-                        cosine_distance=shift[name] + 0.005 * s,
-                    )
-                )
-                rows.append(
-                    dict(
-                        variant=name,
-                        seed=s,
-                        what="latent",
-                        perturbation="swap",
-                        step=step,
-                        cosine_distance=shift[name] / 2,
-                    )
-                )
-            for k, scale in (("zeros", 1.0), ("noise", 0.5)):
-                rows.append(
-                    dict(
-                        variant=name,
-                        seed=s,
-                        what="intervention",
-                        perturbation=k,
-                        step=-1,
-                        accuracy_before=0.7,
-                        accuracy=0.7 - flips[name] * scale / 2,
-                        flip_rate=flips[name] * scale + 0.005 * s,
-                    )
-                )
-    rows += [
-        dict(variant="text", seed=s, what="caption", perturbation="blank", step=-1, cosine_distance=0.58)
-        for s in range(seeds)
-    ]
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    return io.to_columns([{k: r.get(k, np.nan) for k in keys} for r in rows])
-
-
-def test_mediation_findings():
-    a, b = latent_diagnostics.mediation_findings(
-        med_table({"latent_lvr": 0.002, "latent_mirage": 0.01}, {"latent_lvr": 0.02, "latent_mirage": 0.03})
-    )
-    assert (a.verdict, b.verdict) == ("reproduced", "reproduced")
-    assert a.rows[0][1] == "blank" and a.rows[0][4] == "0.580"  # the strongest perturbation; text's for scale
-    assert b.rows[0][1] == "zeros"
-    a, b = latent_diagnostics.mediation_findings(
-        med_table({"latent_lvr": 0.002, "latent": 0.56}, {"latent_lvr": 0.02, "latent": 0.20})
-    )
-    assert (a.verdict, b.verdict) == ("refuted", "refuted")
-    a, b = latent_diagnostics.mediation_findings(med_table({"latent": 0.1}, {"latent": 0.12}))
-    assert (a.verdict, b.verdict) == ("open", "open")  # between the thresholds
-    a, b = latent_diagnostics.mediation_findings(med_table({"latent": 0.002}, {"latent": 0.02}, seeds=2))
-    assert (a.verdict, b.verdict) == ("open", "open")  # two seeds
-
-
-def opt_table(changes: dict, seeds: int = 3, spread: float = 0.002) -> dict:
-    rows = []
-    for (name, method), delta in changes.items():
-        for s in range(seeds):
-            for fam in ("all", "read"):
-                rows.append(
-                    dict(
-                        variant=name,
-                        seed=s,
-                        method=method,
-                        family=fam,
-                        accuracy_before=0.7,
-                        accuracy=0.7 + delta + spread * (s - 1),
-                    )
-                )
-    return io.to_columns(rows)
-
-
-@pytest.mark.parametrize(
-    "dmlr, spread, expect", [(-0.010, 0.002, "refuted"), (0.03, 0.002, "reproduced"), (0.004, 0.01, "open")]
-)  # the last: the interval holds 0 and +0.01
-def test_optimisation_finding(dmlr, spread, expect):
-    table = opt_table(
-        {
-            ("latent", "before"): 0.0,
-            ("latent", "random"): -0.08,
-            ("latent", "es_entropy_best"): dmlr,
-            ("latent_lvr", "es_entropy_best"): dmlr,
-            ("latent", "es_entropy"): 0.0,
-        },
-        spread=spread,
-    )
-    tests = io.to_columns([dict(variant="latent", method="es_entropy_best", family="all", p_holm=0.034)])
-    f = latent_optimisation.optimisation_finding(table, tests)
-    assert f.verdict == expect
-    rows = {(r[0], r[1]): r for r in f.rows}
-    assert ("latent", "before") not in rows and rows[("latent", "random")][-1] == "control"
-    assert rows[("latent", "es_entropy_best")][4] == "0.034"
-    few = opt_table({("latent", "es_entropy_best"): dmlr}, seeds=2)
-    assert latent_optimisation.optimisation_finding(few).verdict == "open"
-
-
 # ---------------------------------------------------------------------------------------------- the report
 
 
@@ -389,7 +235,7 @@ def test_report_on_a_fake_directory(tmp_path):
     text = open(os.path.join(out, "report.md")).read()
     assert "![ari_mean.png](token-dynamics/plots/ari_mean.png)" in text and "not_a_figure" not in text
     assert verdicts["2a"] == "open" and "visual-tokens/results.csv cannot be verified" in text  # not "refuted"
-    assert "latent-optimisation" not in text and "video/" not in text and "RuntimeError: x|y" in text
+    assert "latent-diagnostics" not in text and "video/" not in text and "RuntimeError: x|y" in text
     assert "| collapse | failed (an earlier run)" in text  # failed before writing anything: still said
     assert "failed (an earlier run)" in text
     page = open(os.path.join(out, "report.html")).read()
@@ -424,10 +270,8 @@ def test_command_line(capsys):
 
 @pytest.mark.parametrize("quick", [True, False])
 def test_study_configs_are_the_presets_and_the_analyses_read_out(quick):
-    for name in ("latent-diagnostics", "latent-optimisation"):
-        cfg = reproduce.study_config(name, quick, "OUT").validate()
-        assert cfg.source == os.path.join("OUT", "latent-reasoning") and cfg.preset == ("quick" if quick else "default")
-        assert cfg.reasoning() == reproduce.study_config("latent-reasoning", quick, "OUT")  # the source's own preset
+    cfg = reproduce.study_config("latent-diagnostics", quick, "OUT").validate()
+    assert cfg.source == os.path.join("OUT", "latent-reasoning") and cfg.preset == ("quick" if quick else "")
     assert reproduce.study_config("collapse", quick, "OUT") == (collapse.Config.quick() if quick else collapse.Config())
 
 

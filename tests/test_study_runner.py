@@ -423,7 +423,6 @@ import hostile  # noqa: E402
 from conftest import jax_compilations  # noqa: E402
 from tokdyn import studies  # noqa: E402
 from tokdyn.experiment import findings  # noqa: E402
-from tokdyn.studies import latent_reasoning  # noqa: E402
 from tokdyn.experiment import registry, runner  # noqa: E402
 from tokdyn.stats import figures  # noqa: E402
 
@@ -431,29 +430,25 @@ NAMES = registry.NAMES
 BAD = {
     "token-dynamics": ("seeds", 0, "seeds must be an int >= 1"),  # (field, value, words of the refusal)
     "latent-reasoning": ("patience", -1.0, "patience must be in (0, 1]"),
-    "latent-organisms": ("patience", -1.0, "patience must be in (0, 1]"),
-    "organism-diagnostics": ("n_instances", 0, "n_instances must be"),
+    "latent-diagnostics": ("n_instances", 0, "n_instances must be"),
 }
 OTHER = {
     "latent-reasoning": ("patience", 0.3),
-    "latent-organisms": ("patience", 0.3),
-    "organism-diagnostics": ("n_instances", 16),
+    "latent-diagnostics": ("n_instances", 16),
 }  # a field that is stamped, and another value of it
 SEED = ("root_seed", 7)
 COMPILE = "/jax/core/compile/backend_compile_duration"
 
 
 def _config(name, tmp_path, **changes):
-    """The study's quick preset; its sources (a stamped, untrained latent-reasoning directory) under
+    """The study's quick preset; its sources (a finished latent-reasoning study's record, no organisms) under
     ``tmp_path``."""
     spec = studies.spec(name)
     cfg = spec.config.quick()
     for field, source in spec.sources.items():
         path = str(tmp_path / f"source-{source}")
         cfg = dataclasses.replace(cfg, **{field: path})
-        if source == latent_reasoning.STUDY and not os.path.exists(path):
-            latent_reasoning.open_study(cfg.reasoning(), path, quiet=True)  # stamped for the configuration it expects
-        if source == "latent-organisms" and not os.path.exists(path):  # a finished study's record, no organisms
+        if source == "latent-reasoning" and not os.path.exists(path):  # a finished study's record, no organisms
             organisms = {"latent": [os.path.join(path, "organisms", "latent", f"seed_{s}") for s in range(3)]}
             study_dir.Study.open(path, source, studies.spec(source).config.quick()).finish(organisms=organisms)
     return dataclasses.replace(cfg, **changes)

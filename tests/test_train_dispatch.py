@@ -100,7 +100,6 @@ def _train(tr, pool, keys, hp, calls, fetched=None):
     [
         "visual-token autoencoder",
         pytest.param("grid diffusion (D3PM absorbing)", marks=pytest.mark.slow),
-        pytest.param("latent reasoner (latent variant)", marks=pytest.mark.slow),
         pytest.param("Slot Attention (scenes study)", marks=pytest.mark.slow),
         pytest.param("IODINE (scenes study)", marks=pytest.mark.slow),
         pytest.param("SAVi (video study, transformer predictor)", marks=pytest.mark.slow),

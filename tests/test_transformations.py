@@ -36,9 +36,6 @@ from conftest import child_env, compilation_cache_dir
 from tokdyn import assignment, diffusion, dynamics, es, geometry, metrics, probes, refinement, tracking, train
 from tokdyn.dynamics import pallas
 from tokdyn.models import iodine, savi, sequence, slots, vtae
-from tokdyn.models.latent import losses as latent_losses
-from tokdyn.models.latent import model as latent_model
-from tokdyn.data import grid_tasks as tasks
 from tokdyn.models.vtae import training as vtae_training
 
 TABLE = transformations.TABLE
@@ -876,30 +873,6 @@ IODINE = iodine.Config(
     refine_hidden=8,
     train=train.Config(steps=10, steps_per_call=10, warmup=1),
 )
-LATENT = latent_model.Config(
-    task=tasks.Config(grid_size=2, n_colours=2),
-    width=8,
-    depth=1,
-    heads=2,
-    mlp_ratio=2,
-    latent_mode="feedback",
-    n_latents=1,
-)
-LATENT_TEXT = dataclasses.replace(LATENT, latent_mode="none", n_latents=0, caption_len=4)  # (a caption term)
-
-
-def _instances(i, b=2):
-    """b task instances of LATENT's shapes (random tokens: the protocol does not read their meaning)."""
-    rng, g, v = _rng(i, 19), LATENT.task.grid_size, LATENT.task.vocab.size
-    ints = lambda *shape, high=v: jnp.asarray(rng.integers(0, high, shape), jnp.int32)  # noqa: E731
-    return tasks.Instance(
-        image=ints(b, g, g, high=3),
-        question=ints(b, tasks.QUESTION_LEN),
-        answer=ints(b),
-        helper=ints(b, g, g, high=3),
-        caption=ints(b, LATENT.task.caption_len),
-        family=ints(b, high=1),
-    )
 
 
 @functools.cache
@@ -912,8 +885,6 @@ def _inits(name):
         iodine=lambda k: iodine.init(k, IODINE),
         vtae=lambda k: vtae.init(k, VTAE),
         sequence=lambda k: sequence.init(k, SEQ),
-        latent=latent_model.Model(LATENT).init,
-        latent_text=latent_model.Model(LATENT_TEXT).init,
     )[name]
     shapes = jax.eval_shape(init, KEY)
     rng = _rng(0, 20)
@@ -964,19 +935,6 @@ def _model_cases():
         lambda i: (key(i), _init("sequence", i), states(i)),
         (0, 0, 0),
         wrt=(1,),
-    )
-    reasoner = latent_model.Model(LATENT)
-    c["models.latent.model.Model.apply"] = model(
-        lambda p, b: reasoner.apply(p, b), lambda i: (_init("latent", i), _instances(i)), (0, 0), wrt=(0,)
-    )
-    text = latent_model.Model(LATENT_TEXT)  # (the alignment terms: tests/test_model_gradients.py)
-    c["models.latent.losses.objective"] = model(
-        lambda p, b: latent_losses.objective(
-            text, p, b, align=None, caption_mask=jnp.ones(4), align_weight=0.5, caption_weight=1.0
-        )[0],
-        lambda i: (_init("latent_text", i), _instances(i)),
-        (0, 0),
-        wrt=(0,),
     )
     return c
 
@@ -1140,8 +1098,6 @@ FULL_ROWS = frozenset(
         "models.slots.apply",
         "models.slots.loss_fn",
         "models.sequence.loss_fn",
-        "models.latent.model.Model.apply",
-        "models.latent.losses.objective",
     }
 )
 

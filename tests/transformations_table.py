@@ -275,12 +275,6 @@ TABLE = (
     Row("models.vtae.training.loss_fn", "params", "key, params, tokens"),
     Row("models.sequence.apply", "params (and x for grid_ddpm)", "params, x, t"),
     Row("models.sequence.loss_fn", "params", "key, params, x0"),
-    Row("models.latent.model.Model.apply", "params", "params, batch"),
-    Row(
-        "models.latent.losses.objective",
-        "params (alignment targets held fixed: their gradient is stopped)",
-        "params, batch",
-    ),
 )
 
 # Public functions that are not kernels: they run on the host (Python control flow on their
@@ -321,7 +315,6 @@ MODULES = (
     "models.iodine",
     "models.vtae",
     "models.sequence",
-    "models.latent",
 )
 
 

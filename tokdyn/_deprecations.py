@@ -2,10 +2,10 @@
 
 A deprecated name keeps working until its removal version and warns (``DeprecationWarning``) with
 its entry's :func:`notice` after what it says is replaced by what. The mechanisms that warn read
-this table: the module :mod:`tokdyn.fused` (on import), the module ``__getattr__`` of
-:mod:`tokdyn.experiment.reasoners` (on each name's first use), that of :mod:`tokdyn.models` (the Qwen2.5-VL
-modules that moved into the family's package and the diagnostics), that of :mod:`tokdyn.models.latent` (its
-tasks, now :mod:`tokdyn.data.grid_tasks`) and the flat keywords of
+this table: the module :mod:`tokdyn.fused` (on import), the module ``__getattr__`` of :mod:`tokdyn.models`
+(the Qwen2.5-VL modules that moved into the family's package and the diagnostics), that of
+``tokdyn.models.latent`` (the package of the Flax reasoner, removed with it but for this name: its tasks, now
+:mod:`tokdyn.data.grid_tasks`) and the flat keywords of
 :func:`tokdyn.train.train_many` (:func:`tokdyn.train.options.from_legacy`). A test checks that every
 entry names what replaces it and that no entry has outlived its removal version.
 """
@@ -31,13 +31,6 @@ TABLE = {
     "tokdyn.fused": Deprecation(
         what="the module tokdyn.fused",
         replacement="tokdyn.dynamics.pallas (the built-in rule's 'pallas' backend)",
-        since="0.1.0",
-        date="2026-11-26",
-        removal="0.2.0",
-    ),
-    "tokdyn.experiment.reasoners": Deprecation(
-        what="the module tokdyn.experiment.reasoners",
-        replacement="tokdyn.studies.latent_reasoning, tokdyn.train.store and tokdyn.experiment.analysis",
         since="0.1.0",
         date="2026-11-26",
         removal="0.2.0",
@@ -74,8 +67,8 @@ TABLE = {
     ),
     "tokdyn.models.latent.tasks": Deprecation(
         what="the module tokdyn.models.latent.tasks",
-        replacement="tokdyn.data.grid_tasks (the grid tasks of both organisms, the Flax reasoner's and the "
-        "Qwen2.5-VL ones, in the synthetic data's package)",
+        replacement="tokdyn.data.grid_tasks (the grid tasks of the Qwen2.5-VL organisms, in the synthetic data's "
+        "package)",
         since="0.1.0",
         date="2026-11-29",
         removal="0.2.0",

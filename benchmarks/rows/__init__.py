@@ -11,9 +11,6 @@ row that does token-dynamics work is placed against the one work count of ``work
   peers        rows.peers      PyTorch peers of two learned models, eager and torch.compile
   training     rows.training   every learned model's training over seeds, with its share of the bound
   sampling     rows.sampling   grid-diffusion sampling
-  dmlr         rows.latent     the confidence-driven latent optimiser
-  diagnostics  rows.latent     the latent -> answer mediation, one call and a per-instance loop
-  feedback     rows.latent     latent feedback: the cached pass against L + 1 full passes, and the pause model
   engine       rows.engine     the sweep engine: in memory, to disk, per-run draws; devices; peak memory
   estimates    rows.estimates  each study command's time estimates against its wall time in a fresh process
   sweep        rows.sweep      a long sweep to disk in a child process
@@ -34,9 +31,6 @@ FAMILIES = {
     "peers": ("rows.peers", "run"),
     "training": ("rows.training", "run"),
     "sampling": ("rows.sampling", "run"),
-    "dmlr": ("rows.latent", "run_dmlr"),
-    "diagnostics": ("rows.latent", "run_diagnostics"),
-    "feedback": ("rows.latent", "run_feedback"),
     "engine": ("rows.engine", "run"),
     "estimates": ("rows.estimates", "run"),
     "sweep": ("rows.sweep", "run"),

@@ -1,5 +1,5 @@
 """The PyTorch peers: where benchmarks/ has a PyTorch peer of a learned model (Slot Attention as the
-paper has it, ``torch_slots.py``; the latent reasoner, ``torch_latent.py``), one model's training
+paper has it, ``torch_slots.py``), one model's training
 step: tokdyn's jitted step against the same model and step in PyTorch on the same device (CUDA when
 there is one), eager and through ``torch.compile`` (its forward and loss compiled; on a CPU with
 ``--smoke`` the "eager" backend of ``torch.compile``, which checks the path without a C++ build),
@@ -68,7 +68,6 @@ def run(s: Suite):
     from tokdyn import train
     from tokdyn.models import slots
     from tokdyn.studies import object_discovery
-    import torch_latent
     import torch_slots
 
     steps = 2 if s.args.smoke else 20
@@ -127,66 +126,7 @@ def run(s: Suite):
         compiled = lambda: _torch_timed(torch, dev, run_c, steps, s.args.repeats)  # noqa: E731
         return ours, theirs, compiled, comp, abs(loss_j - loss_t), B
 
-    def latent_peer():
-        from tokdyn.studies import latent_reasoning
-        from tokdyn.models.latent import model as latent_model
-        from tokdyn.models.latent import training as latent_training
-        from tokdyn.models.latent import variants
-
-        tc = latent_reasoning.Config().training
-        if s.args.smoke:
-            tc = dataclasses.replace(tc, width=16, depth=1, heads=2, batch_size=8)
-        tc = dataclasses.replace(tc, seeds=1, n_train=512 if s.args.smoke else 20_000, n_val=8, n_test=8)
-        name = "direct"  # one stage: the same objective in both frameworks (torch_latent's train_step)
-        cfg = variants.model_config(tc, name, -1)
-        pool = latent_training.data(tc).train
-        tr = latent_training.trainer(tc, name).first
-        keys, hp = latent_training.models(tc)
-        with jax.default_matmul_precision(prec):
-            state, run_keys = train.init_states(tr, keys, hp)
-            state1 = jax.tree_util.tree_map(lambda a: a[0], state)
-            step, comp = compiled_of(jax.jit(train.make_step(tr)), state1, pool, run_keys[0])
-            ours = _jax_step_timed(step, state1, pool, run_keys[0], steps, s.args.repeats)
-            model = latent_model.Model(cfg)
-            batch = jax.tree.map(lambda a: a[:16], pool)
-            logits = np.asarray(jax.jit(lambda p, b: model.apply(p, b).logits)(state1.params, batch))
-        net = torch_latent.TorchReasoner.from_flax(cfg, state1.params).to(dev)
-        t_of = lambda a: torch.from_numpy(np.asarray(a)).long().to(dev)  # noqa: E731
-        with torch.no_grad():
-            theirs_logits = net(t_of(batch.image), t_of(batch.question)).cpu().numpy()
-        diff = float(np.abs(logits - theirs_logits).max())
-        image, question, answer = t_of(pool.image), t_of(pool.question), t_of(pool.answer)
-        opt, sched = torch_latent.optimizer(
-            net, learning_rate=2e-3, weight_decay=0.01, warmup=tc.train.warmup_steps, steps=tc.train.steps
-        )
-        gen = torch.Generator(device=dev).manual_seed(0)
-
-        def run(n):
-            for _ in range(n):
-                idx = torch.randint(0, len(answer), (tc.batch_size,), generator=gen, device=dev)
-                torch_latent.train_step(net, opt, sched, image[idx], question[idx], answer[idx])
-
-        theirs = _torch_timed(torch, dev, run, steps, s.args.repeats)
-        fwd_c = torch.compile(net, backend=compile_backend(s, dev))
-
-        def run_c(n):
-            for _ in range(n):
-                idx = torch.randint(0, len(answer), (tc.batch_size,), generator=gen, device=dev)
-                logits = fwd_c(image[idx], question[idx])[:, net.lay.answer]
-                loss = torch.nn.functional.cross_entropy(logits, answer[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-                opt.step()
-                sched.step()
-
-        compiled = lambda: _torch_timed(torch, dev, run_c, steps, s.args.repeats)  # noqa: E731
-        return ours, theirs, compiled, comp, diff, tc.batch_size
-
-    for name, fn, what in (
-        ("Slot Attention (the paper's pieces)", slot_peer, "|loss diff|"),
-        ("latent reasoner (direct variant)", latent_peer, "max |logit diff|"),
-    ):
+    for name, fn, what in (("Slot Attention (the paper's pieces)", slot_peer, "|loss diff|"),):
         box = {}
 
         def ours_row(fn=fn):

@@ -1,7 +1,6 @@
 """The training rows: each learned model's optimiser step through ``tokdyn.train.train_many`` (the
 package's strategy for the backend), vmapped over seeds, in model-steps/s: Slot Attention and
-IODINE (the scenes study's), SAVi (the video study's, transformer predictor), the latent
-reasoner, grid diffusion (D3PM absorbing) and a visual-token autoencoder; and its share of the
+IODINE (the scenes study's), SAVi (the video study's, transformer predictor), grid diffusion (D3PM absorbing) and a visual-token autoencoder; and its share of the
 bound: XLA's cost analysis of one model's step (``jax.jit(step).lower(...).compile()
 .cost_analysis()``: flops and bytes accessed) times the seeds, against the larger of flops over
 the float32 GEMM rate at the row's matmul precision and bytes over the copy bandwidth
@@ -46,31 +45,14 @@ def learned_models(s: Suite, n_models: int):
     """name -> (trainer, pool, keys, hparams, strategy, steps per call): each learned model of the
     studies, ``n_models`` models, at the study's sizes (tiny ones with --smoke)."""
     from tokdyn import train
-    from tokdyn.studies import latent_reasoning
     from tokdyn.models import sequence
     from tokdyn.models import slots, vtae
-    from tokdyn.models.latent import training as latent_training
     from tokdyn.studies import grid_diffusion
     from tokdyn.studies import object_discovery
 
     smoke, backend = s.args.smoke, jax.default_backend()
     k = 2 if smoke else 10  # steps per call (one timed interval)
     out = {}
-
-    def latent():
-        tc = latent_reasoning.Config().training
-        if smoke:
-            tc = dataclasses.replace(tc, width=16, depth=1, heads=2, batch_size=8)
-        tc = dataclasses.replace(
-            tc,
-            seeds=n_models,
-            n_train=512 if smoke else 20_000,
-            n_val=8,
-            n_test=8,
-            train=dataclasses.replace(tc.train, steps=k * 1000, steps_per_call=k),
-        )
-        keys, hp = latent_training.models(tc)
-        return latent_training.trainer(tc, "latent"), latent_training.data(tc).train, keys, hp, "scan", k
 
     def slot_attention():
         cfg = object_discovery.Config.quick() if smoke else object_discovery.Config()
@@ -143,7 +125,6 @@ def learned_models(s: Suite, n_models: int):
     out["Slot Attention (scenes study)"] = slot_attention
     out["IODINE (scenes study)"] = iodine_model
     out["SAVi (video study, transformer predictor)"] = savi_model
-    out["latent reasoner (latent variant)"] = latent
     out["grid diffusion (D3PM absorbing)"] = diffusion
     out["visual-token autoencoder"] = autoencoder
     return out
@@ -210,7 +191,7 @@ def run(s: Suite):
             if i < len(per[name])
         ]
     if s.accelerator and "default" in precisions:  # --training-precisions: the TF32 rows at the largest count
-        plan += [(name, per[name][0], "default") for name in names if name.startswith(("latent", "Slot"))]
+        plan += [(name, per[name][0], "default") for name in names if name.startswith("Slot")]
     for name, m, prec in plan:
 
         def one(name=name, m=m, prec=prec):

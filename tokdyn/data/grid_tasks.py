@@ -13,7 +13,7 @@ draws sets that never share an instance. :func:`question_only_optimum` is the be
 rule that sees only the question can reach, per family, exactly; :func:`question_only_answers`
 is that rule.
 
-Each family, the helper images and captions in detail: :ref:`latent-tasks`.
+Each family, the helper images and captions in detail: :ref:`grid-tasks`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ first access. A minimal example, a model of one's own under the protocol and a d
 - :mod:`tokdyn.diagnostics.mediation`  causal mediation of the latents (input -> latent, latent -> answer)
 - :mod:`tokdyn.diagnostics.decomposition`  decomposition of the latent block, attention narrowness
 - :mod:`tokdyn.diagnostics.dmlr`       confidence-driven latent optimisation at inference (DMLR)
-- :mod:`tokdyn.diagnostics.perturb`    image perturbations
 - :mod:`tokdyn.diagnostics.grounding`  per-token grounding scores
 - :mod:`tokdyn.diagnostics.vlm`        the analyses on a checkpoint family's model, over one kind of generation
   (the latent block the model writes, or one forced after the prompt) under the one table of interventions and
@@ -38,7 +37,6 @@ __all__ = [
     "mediation",
     "decomposition",
     "dmlr",
-    "perturb",
     "grounding",
     "subjects",
     "vlm",

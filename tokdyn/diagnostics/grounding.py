@@ -4,15 +4,13 @@ The grounding score of generated token t (after DMLR, arXiv 2512.12623) is
 
     S_t = log p(x_t | x_<t, I, q) - log p(x_t | x_<t, I~, q)
 
-with I the image and I~ a perturbed one (:mod:`tokdyn.diagnostics.perturb`), both scored on the same
+with I the image and I~ a perturbed one (a model's own: pixels noised, blanked), both scored on the same
 generated tokens (teacher-forced). A token is image-dependent when ``S_t > threshold``.
 
 - :func:`token_logprobs`: log-probabilities (B, n) of given tokens at the positions that predict
   them, under one forward pass (asking for the logits alone, :func:`tokdyn.diagnostics.protocol.apply_selected`,
   so a model that takes ``select=`` computes no attention map).
 - :func:`scores`: S (B, n) for a batch and its perturbed copy.
-- :func:`generated_positions`: for the latent reasoner's layout, the positions predicting the
-  caption tokens and the answer.
 
 The relation of a sequence's grounding or confidence to its correctness is a point-biserial
 correlation with a bootstrap interval (:func:`tokdyn.stats.point_biserial`).
@@ -87,8 +85,8 @@ def scores(apply_fn: Callable, params, batch, perturbed, *, positions, tokens) -
       apply_fn: the model's ``apply`` (the protocol of :mod:`tokdyn.diagnostics.protocol`).
       params: the model's weights.
       batch: a batch of B instances.
-      perturbed: ``batch`` with perturbed images (:mod:`tokdyn.diagnostics.perturb`), of its shapes.
-      positions: (n,) host ints, the positions predicting the tokens (:func:`generated_positions`).
+      perturbed: ``batch`` with perturbed images (e.g. :func:`tokdyn.diagnostics.vlm.perturb_pixels`), of its shapes.
+      positions: (n,) host ints, the positions predicting the tokens.
       tokens: (B, n) integer ids of the generated tokens scored.
 
     Returns:
@@ -116,19 +114,3 @@ def scores(apply_fn: Callable, params, batch, perturbed, *, positions, tokens) -
     return token_logprobs(apply_fn, params, batch, positions=positions, tokens=tokens) - token_logprobs(
         apply_fn, params, perturbed, positions=positions, tokens=tokens
     )
-
-
-def generated_positions(layout) -> np.ndarray:
-    """The positions predicting the generated tokens of the latent reasoner's layout
-    (:class:`tokdyn.models.latent.model.Layout`): each caption token (from the position before it),
-    then the answer.
-
-    Examples:
-      >>> from tokdyn.diagnostics import grounding
-      >>> from tokdyn.models.latent import model
-      >>> layout = model.Layout.of(model.Config(caption_len=3))   # 36 patches, 5 question tokens, 3 caption
-      >>> grounding.generated_positions(layout).tolist(), layout.answer
-      ([40, 41, 42, 44], 44)
-    """
-    cap = np.arange(layout.caption.start, layout.caption.stop) - 1
-    return np.concatenate([cap, [layout.answer]]).astype(int)

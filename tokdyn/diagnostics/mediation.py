@@ -97,7 +97,7 @@ def input_to_latent(
       apply_fn: the model's ``apply`` (the protocol of :mod:`tokdyn.diagnostics.protocol`).
       params: the model's weights.
       batch: a batch of B instances.
-      perturbed: the perturbed batch, of ``batch``'s shapes (:mod:`tokdyn.diagnostics.perturb`).
+      perturbed: the perturbed batch, of ``batch``'s shapes (e.g. :func:`tokdyn.diagnostics.vlm.perturb_pixels`).
       positions: sequence positions (Python ints) whose states are compared; () for the latents alone.
       layer: an index into ``Outputs.hidden`` (0: the input embeddings, -1: the last block's output).
       intervene: optional ``intervene`` for the perturbed pass (e.g. :func:`noise_at`).

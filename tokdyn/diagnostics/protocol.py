@@ -15,7 +15,7 @@ returns only what it names: ``hidden`` (B, len(select.hidden), T, D), the chosen
 ``hidden``, and ``attention`` (B, len(select.attention), H, len(select.rows), T), the chosen layers' rows at
 the chosen query positions (:func:`narrow` says what each equals). :func:`apply_selected` is how a
 diagnostic asks: with ``select=`` where the model takes it, else the plain call narrowed, so a model that
-never heard of ``select`` (the tiny latent reasoner) works unchanged.
+never heard of ``select`` (a model of one's own) works unchanged.
 
 :func:`check_apply` is the check every public diagnostic that takes a model runs at its entry:
 one :func:`jax.eval_shape` of the model (no device work, no compile, cached per ``apply_fn``,

@@ -15,9 +15,7 @@
 - :mod:`tokdyn.experiment.loading`: a study by name (its module, ``SPEC`` and ``main``), or of one's own from
   a file (re-exported by :mod:`tokdyn.studies`).
 - :mod:`tokdyn.experiment.rates`: how fast the running backend does each kind of work.
-- :mod:`tokdyn.experiment.analysis`: the studies that analyse another study's trained models (``Analysis``).
-- :mod:`tokdyn.experiment.reasoners`: deprecated alias (the latent-reasoning study's store moved to its
-  package, :mod:`tokdyn.train.store` and :mod:`tokdyn.experiment.analysis`).
+- :mod:`tokdyn.experiment.analysis`: the studies that analyse another study's trained models (its store by name).
 
 How a study is written and run: :doc:`/studies/writing-a-study`.
 """
@@ -32,7 +30,6 @@ __all__ = [
     "paired",
     "presets",
     "rates",
-    "reasoners",
     "registry",
     "runner",
     "study",

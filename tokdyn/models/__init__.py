@@ -9,8 +9,6 @@
 - :mod:`tokdyn.models.vtae`      visual-token autoencoders: text tokens <-> colour grids, corpora, diagnostics
 - :mod:`tokdyn.models.sequence`  the second stage: generative models over grid sequences (DDPM, D3PM)
   and the token-level baselines
-- :mod:`tokdyn.models.latent`    the tiny multimodal latent reasoner (Flax): model (the ``apply``
-  protocol), variants, losses, training, evaluation, over the grid tasks of :mod:`tokdyn.data.grid_tasks`
 
 Checkpoint families (pure functions over a checkpoint's parameter tree, one package each, listed in
 :mod:`tokdyn.models.families`):
@@ -28,7 +26,9 @@ Checkpoint families (pure functions over a checkpoint's parameter tree, one pack
   tokenizer, its checkpoints in the Hugging Face layout, its training under the published recipes
 
 ``tokdyn.models.qwen2_5_vl_apply``, ``qwen2_5_vl_probes`` and ``qwen2_5_vl_analyses`` are deprecated names of
-``qwen2_5_vl.adapter``, ``qwen2_5_vl.probes`` and :mod:`tokdyn.diagnostics.vlm` (``tokdyn._deprecations``).
+``qwen2_5_vl.adapter``, ``qwen2_5_vl.probes`` and :mod:`tokdyn.diagnostics.vlm`, and ``tokdyn.models.latent.tasks``
+(the removed Flax reasoner's package keeps only that name) of :mod:`tokdyn.data.grid_tasks`
+(``tokdyn._deprecations``).
 """
 
 import importlib
@@ -41,7 +41,6 @@ __all__ = [
     "savi",
     "vtae",
     "sequence",
-    "latent",
     "families",
     "qwen2_5_vl",
     "qwen3_vl",

@@ -3,8 +3,8 @@
 
 They live in the models' layer because a model implements them; :mod:`tokdyn.diagnostics.protocol` (the
 checks, :func:`~tokdyn.diagnostics.protocol.check_apply`) and the diagnostics above it read them. The
-library's own reasoner (:meth:`tokdyn.models.latent.model.Model.apply`) and the checkpoint families' adapter
-(:func:`tokdyn.models.vlm.adapter.make_apply`, bound per family) implement it. This module imports nothing of tokdyn's.
+checkpoint families' adapter (:func:`tokdyn.models.vlm.adapter.make_apply`, bound per family) implements it,
+and so can a model of one's own (:doc:`/concepts/diagnostics`). This module imports nothing of tokdyn's.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Outputs(NamedTuple):
 
 class ApplyFn(Protocol):
     """The protocol every latent-reasoner diagnostic (:mod:`tokdyn.diagnostics`) uses; any JAX model
-    implements it with a function (or a bound method, e.g. :meth:`tokdyn.models.latent.model.Model.apply`) of this signature::
+    implements it with a function (or a bound method) of this signature::
 
         apply(params, batch, *, latents=None, intervene=None) -> Outputs
 
@@ -54,7 +54,7 @@ class ApplyFn(Protocol):
       intervene: a function ``(B, T, D) -> (B, T, D)`` applied to the input embeddings of every
         pass (after latent feedback is written), so its edits show in ``hidden[:, 0]``.
 
-    Two optional keywords, needed only by the diagnostics that use them (:ref:`latent-model`):
+    Two optional keywords, needed only by the diagnostics that use them (:ref:`apply-protocol`):
     ``drop`` (B, T) bool removes positions from attention (:func:`tokdyn.diagnostics.mediation.decompose`),
     ``inject`` (B, P) bool inserts copies of chosen image patches (:mod:`tokdyn.diagnostics.dmlr`).
 

@@ -52,8 +52,8 @@ class Config:
       studies: the studies to run, in this order (a study that reads another's output after it),
         names from tokdyn.reproduce.STUDIES or studies of one's own (an installed package's, or
         given with --study-module); default tokdyn.reproduce.DEFAULT_STUDIES: every study of the
-        package's but those sized for an accelerator (slots-sweep, iodine-sweep, savi-sweep,
-        grid-diffusion-sweep, latent-reasoning-sweep), which run when named; the
+        package's but those that take hours on two CPU cores or need a checkpoint (the learned
+        sweeps, latent-reasoning, latent-diagnostics, vlm-diagnostics), which run when named; the
         report covers every study found in the output directory.
     """
 

@@ -1,5 +1,5 @@
 """The organism's grid tasks as a vision-language model reads them: an RGB image, a question in words with
-multiple-choice options, the answer's letter, and the helper image and caption of the Flax organism's tasks.
+multiple-choice options, the answer's letter, and the helper image and caption of :mod:`tokdyn.data.grid_tasks`.
 
 Every instance is one of :mod:`tokdyn.data.grid_tasks` (the same grid, question, answer, helper grid and
 caption for the same key: :func:`sample` draws it with :func:`tokdyn.data.grid_tasks.sample`), put in the

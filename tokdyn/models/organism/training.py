@@ -103,7 +103,7 @@ VARIANTS = {
     "pause": Variant(block="pause"),
     "coconut": Variant(block="feedback", caption=True, curriculum=True),
 }
-"""The recipes, by name (the Flax organism's names, :mod:`tokdyn.models.latent.variants`)."""
+"""The recipes, by name (the names the package's earlier Flax organism was trained under)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,7 +47,6 @@ The parts, one concept a module (every public name re-exported here):
 - :mod:`~tokdyn.studies.learned_sweep.iodine`    the command ``tokdyn sweep iodine`` (IODINE on the same scenes)
 - :mod:`~tokdyn.studies.learned_sweep.savi`      the command ``tokdyn sweep savi`` (SAVi on sprite videos)
 - :mod:`~tokdyn.studies.learned_sweep.grid_diffusion` the command ``tokdyn sweep grid-diffusion`` (the grid-diffusion study's models)
-- :mod:`~tokdyn.studies.learned_sweep.latent_reasoning` the command ``tokdyn sweep latent-reasoning`` (the latent reasoner of one variant)
 """
 
 from __future__ import annotations
@@ -55,17 +54,12 @@ from __future__ import annotations
 from tokdyn.studies.learned_sweep.catalogue import (  # noqa: F401
     GRID_DIFFUSION,
     IODINE,
-    LATENT_REASONING,
     MODELS,
     SAVI,
     SLOTS,
     VTAE,
     grid_diffusion_evaluate,
     iodine_evaluate,
-    reasoner_evaluate,
-    reasoner_metrics,
-    reasoner_pool,
-    reasoner_test,
     savi_evaluate,
     slots_evaluate,
     vtae_evaluate,
@@ -90,4 +84,4 @@ from tokdyn.studies.learned_sweep.sprites import (  # noqa: F401
     sweep_videos,
     video_pool,
 )
-from tokdyn.studies.learned_sweep import grid_diffusion, iodine, latent_reasoning, savi, slots, vtae  # noqa: F401,E402 (the commands `tokdyn sweep MODEL`)
+from tokdyn.studies.learned_sweep import grid_diffusion, iodine, savi, slots, vtae  # noqa: F401,E402 (the commands `tokdyn sweep MODEL`)

@@ -10,9 +10,6 @@ import jax.numpy as jnp
 
 from tokdyn.experiment.findings import RATE, SCORE
 from tokdyn.models import iodine, savi, sequence, slots, vtae
-from tokdyn.models.latent import evaluation as latent_evaluation
-from tokdyn.data import grid_tasks as latent_tasks
-from tokdyn.models.latent import training as latent_training
 from tokdyn.studies.learned_sweep import grammar, sprites
 from tokdyn.studies.learned_sweep.model import LearnedModel
 from tokdyn.train import optim
@@ -271,90 +268,4 @@ GRID_DIFFUSION = LearnedModel(
 )
 
 
-def reasoner_pool(config: latent_training.VariantConfig):
-    """The training pool every latent reasoner of a sweep shares: the pool of
-    :func:`tokdyn.models.latent.training.data` (``n_train`` instances of
-    :func:`tokdyn.data.grid_tasks.generate` from the training configuration's root seed), drawn
-    inside the compiled program."""
-    cfg = config.training
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.root_seed), 0), 0)
-    return latent_tasks.generate(key, cfg.n_train, cfg.task)
-
-
-def reasoner_test(config: latent_training.VariantConfig):
-    """The test set of :func:`tokdyn.models.latent.training.data` (``n_test`` instances, none of them in
-    the training pool), made on the host once per configuration (also when first asked for inside a
-    traced program: the split removes the pool's instances with NumPy); a constant of the program."""
-    with jax.ensure_compile_time_eval():
-        return latent_training.data(config.training).test
-
-
-def reasoner_evaluate(key, params, config, hparams, data) -> dict:
-    """One trained latent reasoner of variant ``config.variant`` on the test set
-    (:func:`reasoner_test`), scored by :func:`tokdyn.models.latent.evaluation.scores`: the accuracy
-    of its greedy answers over all families (``all``) and per family, and for a variant that
-    generates its whole caption the share of captions right (``caption_exact``); the figures of
-    the latent-reasoning study's :func:`tokdyn.models.latent.evaluation.evaluate`. Deterministic
-    (``key`` is not used)."""
-    return latent_evaluation.scores(config.training, config.variant, params, reasoner_test(config))
-
-
-def reasoner_metrics(config: latent_training.VariantConfig) -> tuple:
-    """The metrics of a reasoner of ``config``: ``all``, each family of its tasks, and
-    ``caption_exact`` for a variant that generates its whole caption (``text``)."""
-    cfg = config.training
-    caption = latent_evaluation.generates_caption(cfg, config.variant)
-    return ("all", *cfg.task.families) + (("caption_exact",) if caption else ())
-
-
-LATENT_FAMILIES = ("read", "gravity", "path")  # the latent-reasoning study's default families
-
-LATENT_REASONING = LearnedModel(
-    name="latent-reasoning",
-    about="the latent reasoner of one training variant (--variant, default latent) over its traced knobs "
-    "(learning rate, weight decay, loss weights) x seeds (accuracy per task family on the test set)",
-    config=latent_training.VariantConfig(
-        variant="latent",
-        training=latent_training.Config(
-            task=latent_tasks.Config(grid_size=4, n_colours=4, families=LATENT_FAMILIES), n_latents=2
-        ),
-    ),
-    quick=latent_training.VariantConfig(
-        variant="latent",
-        training=latent_training.Config(
-            task=latent_tasks.Config(grid_size=4, n_colours=4, families=LATENT_FAMILIES),
-            width=32,
-            depth=1,
-            heads=2,
-            n_latents=2,
-            batch_size=32,
-            train=optim.Config(steps=100, steps_per_call=50, warmup=0, decay="constant", clip_norm=1.0),
-            n_train=5000,
-            n_test=500,
-            n_val=0,
-        ),
-    ),
-    hparams=latent_training.Hparams(),
-    trainer=latent_training.variant_trainer,
-    inputs=reasoner_pool,
-    evaluate=reasoner_evaluate,
-    metrics=("all", *latent_tasks.FAMILIES, "caption_exact"),
-    bounds=tuple((m, RATE) for m in ("all", *latent_tasks.FAMILIES, "caption_exact")),
-    metrics_of=reasoner_metrics,
-    axes=(("learning_rate", "3e-4,1e-3,3e-3"), ("weight_decay", "0.01,0.1")),
-    quick_axes=(("learning_rate", "1e-3,3e-3"),),
-    # one model at a time at the default shape on our two CPU cores (2026-11-27, load average 2, TrainRun
-    # jitted, variant latent): 50 model-steps/s of training (200 and 600 steps) and 0.9 s for the pool's
-    # draw and the evaluation: 3,000 steps in 61 s, 49 model-steps/s
-    rate=49.0,
-    # the quick shape, one model at a time, the same day (load average 4.3): 100 steps, the pool and
-    # the evaluation in 0.50 s, 200 model-steps/s
-    quick_rate=200.0,
-    fixed=("training.seeds", "training.root_seed"),
-    # on two CPU cores (2026-11-27): at the default shape 4 models vmapped trained at 42 model-steps/s
-    # against 50 one at a time and compiled in 62 s against 35 s (load average 1.6-2); at the quick
-    # shape 4 vmapped ran 213 model-steps/s against 200 (load average 4.2-4.5): one model at a time
-    cpu_lanes=1,
-)
-
-MODELS = {m.name: m for m in (VTAE, SLOTS, IODINE, SAVI, GRID_DIFFUSION, LATENT_REASONING)}
+MODELS = {m.name: m for m in (VTAE, SLOTS, IODINE, SAVI, GRID_DIFFUSION)}

@@ -1,4 +1,4 @@
-"""The latent-organisms study's findings O1, O2a and O2b (tokdyn.studies.latent_organisms.findings) on accuracy tables
+"""The latent-reasoning study's findings O1, O2a and O2b (tokdyn.studies.latent_reasoning.findings) on accuracy tables
 written here: the verdicts at values far from every threshold, the seeds paired by their number whatever the
 rows' order, the latent recipes told from the others by their recipe, and a directory without a table leaving
 every claim open."""
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tokdyn.experiment import findings as experiment_findings
-from tokdyn.studies import latent_organisms as lo
-from tokdyn.studies.latent_organisms import findings as lof
+from tokdyn.studies import latent_reasoning as lo
+from tokdyn.studies.latent_reasoning import findings as lof
 
 
 def table(acc: dict, chance: float = 0.275) -> dict:

@@ -1,4 +1,4 @@
-"""The latent-organisms study (tokdyn.studies.latent_organisms): a micro run's tables are its kept answers
+"""The latent-reasoning study (tokdyn.studies.latent_reasoning): a micro run's tables are its kept answers
 scored against the test letters (accuracy per family, the chance level from the training pool; in the full tier
 two recipes' paired t-test is SciPy's), each seed's tested organism is a checkpoint that tokdyn reads back and that gives the kept answers
 (its latent mode written where the recipe feeds latents back), a rerun trains nothing, and bad options exit 2
@@ -25,7 +25,7 @@ from tokdyn.models import qwen2_5_vl  # noqa: E402
 from tokdyn.data import grid_tasks  # noqa: E402
 from tokdyn.models.organism import tasks as organism_tasks  # noqa: E402
 from tokdyn.models.organism import training as organism  # noqa: E402
-from tokdyn.studies import latent_organisms as lo  # noqa: E402
+from tokdyn.studies import latent_reasoning as lo  # noqa: E402
 from tokdyn.train import optim, store  # noqa: E402
 
 MICRO = lo.Config(
@@ -56,8 +56,8 @@ MICRO = lo.Config(
 # The micro run trains a Qwen2.5-VL recipe (about 20 CPU-s of compiles on the 2-core VM), so it runs in the full
 # tier; the default tier covers its parts: the answers it tables (test_organism_training's
 # test_answers_are_the_teacher_forced_letters_scored_per_family), the training pass and its losses
-# (test_vlm_training), the tables, stop rule and paired tests over a store (experiment.variants, through
-# test_latent_study's micro run), and this study's refusals and quick preset (below).
+# (test_vlm_training), the tables, stop rule and paired tests over a store (experiment.variants: its own tests),
+# and this study's refusals and quick preset (below).
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("organisms") / "out")
@@ -105,8 +105,7 @@ def test_a_micro_run_tables_its_kept_answers_and_saves_each_organism(micro):
 def test_the_recipes_are_tested_against_direct_as_scipy_tests_them(tmp_path):
     """Two recipes: tests.csv's paired t-test of latent against direct on the per-instance accuracy (the mean
     over seeds) is SciPy's; direct, which feeds no latents back, is saved without a latent mode. The default
-    tier's micro run trains latent alone (the tables of kept answers, the checkpoints); the paired tests'
-    arithmetic is the latent-reasoning study's (test_latent_study's micro run)."""
+    tier's micro run trains latent alone (the tables of kept answers, the checkpoints)."""
     cfg = dataclasses.replace(MICRO, variants=("direct", "latent"))
     out = str(tmp_path / "out")
     assert lo.main(cfg, out, quiet=True, plots=False)
@@ -140,7 +139,7 @@ def test_a_rerun_trains_nothing_and_reports_the_same(micro, monkeypatch):
     ],
 )
 def test_bad_options_exit_2_before_any_work(argv, words, tmp_path, capsys):
-    code = cli.main(["study", "latent-organisms", *argv, "--out", str(tmp_path / "out"), "--quiet"])
+    code = cli.main(["study", "latent-reasoning", *argv, "--out", str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and words in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())

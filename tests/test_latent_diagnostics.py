@@ -1,8 +1,8 @@
-"""The organism-diagnostics study (tokdyn.studies.organism_diagnostics): one organism's vlm-diagnostics tables
+"""The latent-diagnostics study (tokdyn.studies.latent_diagnostics): one organism's vlm-diagnostics tables
 reduced as a plain loop over their rows reduces them, the findings O3, O4a, O4b and O5 decided on tables written
 here (values far from every threshold), and a source that is missing, of another study or without the recipe
 asked for refused with exit 2 before any work. The full tier diagnoses the organisms of a micro
-latent-organisms run end to end."""
+latent-reasoning run end to end."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from tokdyn import cli, io
 from tokdyn.experiment import findings as experiment_findings
 from tokdyn.experiment import study as study_dir
 from tokdyn.experiment import runner
-from tokdyn.studies import organism_diagnostics as od
-from tokdyn.studies.organism_diagnostics import findings as odf
+from tokdyn.studies import latent_diagnostics as od
+from tokdyn.studies.latent_diagnostics import findings as odf
 
 FAMILY = {0: "read", 1: "read", 2: "read", 3: "gravity", 4: "gravity", 5: "gravity"}
 
@@ -188,7 +188,7 @@ def test_the_findings_take_each_recipes_strongest_effect_over_seeds():
     assert quick.count("open (smoke run: 3 seeds)") == 4
 
 
-def write_source(path, study="latent-organisms", organisms=None):
+def write_source(path, study="latent-reasoning", organisms=None):
     path.mkdir(parents=True)
     io.write_checked_json(str(path / "config.json"), {"study": study, "organisms": organisms or {}})
     return str(path)
@@ -198,7 +198,7 @@ def write_source(path, study="latent-organisms", organisms=None):
     "source, argv, words",
     [
         (None, [], "no finished study"),
-        ("other", [], "not 'latent-organisms'"),
+        ("other", [], "not 'latent-reasoning'"),
         ("direct", [], "feeds latents back"),
         ("direct", ["--recipes", "latent"], "'latent' has no saved organisms"),
         ("direct", ["--recipes", "dreaming"], "recipe"),
@@ -212,9 +212,7 @@ def test_a_source_without_organisms_to_diagnose_exits_2_before_any_work(source, 
         src = write_source(tmp_path / "src", study="collapse")
     elif source == "direct":
         src = write_source(tmp_path / "src", organisms={"direct": ["a", "b", "c"]})
-    code = cli.main(
-        ["study", "organism-diagnostics", "--source", src, *argv, "--out", str(tmp_path / "out"), "--quiet"]
-    )
+    code = cli.main(["study", "latent-diagnostics", "--source", src, *argv, "--out", str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and words in err and "Traceback" not in err, err
     assert not (tmp_path / "out").exists()
@@ -227,9 +225,9 @@ def test_the_organisms_of_a_micro_run_are_diagnosed_and_reduced(tmp_path):
     import sys
 
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-    from test_latent_organisms_study import MICRO
+    from test_latent_reasoning_study import MICRO
 
-    from tokdyn.studies import latent_organisms as lo
+    from tokdyn.studies import latent_reasoning as lo
 
     src = str(tmp_path / "src")
     cfg = dataclasses.replace(MICRO, training=dataclasses.replace(MICRO.training, seeds=3))

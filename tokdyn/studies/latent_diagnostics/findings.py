@@ -1,8 +1,8 @@
-"""The organism-diagnostics study's findings, judged from ``organisms.csv`` over the seeds of each recipe
+"""The latent-diagnostics study's findings, judged from ``organisms.csv`` over the seeds of each recipe
 (:func:`verdicts`): O3, the boundary markers' share of the latent block's gain (:func:`markers_finding`); O4a,
 input -> latent and O4b, latent -> answer (:func:`mediation_findings`); O5, DMLR (:func:`dmlr_finding`). They ask
-the questions of findings 3, 4a and 4b of the latent-diagnostics study and 5 of the latent-optimisation study of
-the Qwen2.5-VL organisms, with the same thresholds, on every test
+the questions the seed papers ask (the markers' share, the mediation, the optimisation) of the Qwen2.5-VL
+organisms, on every test
 instance of every family (``family`` ``all``), the interval one over seeds (each organism's value its mean over
 instances)."""
 
@@ -24,7 +24,7 @@ from tokdyn.experiment.findings import (
     strings,
 )
 
-STUDY = "organism-diagnostics"
+STUDY = "latent-diagnostics"
 MARKERS_BAND = (0.78, 1.00)  # the claimed share of the latent block's gain that the markers alone keep
 MARKERS_MARGIN = 0.05  # refuted only when the interval misses the band widened by this
 MARKERS_MAX_WIDTH = 0.6  # an interval wider than this is consistent with everything: open

@@ -1,4 +1,4 @@
-"""The latent-organisms study's findings, judged from its ``accuracy.csv`` (:func:`verdicts`): O1, the organism
+"""The latent-reasoning study's findings, judged from its ``accuracy.csv`` (:func:`verdicts`): O1, the organism
 reads the image (:func:`reads_image`); O2a, imagination in text helps where a transformation must be imagined
 (:func:`text_helps`); O2b, latent imagination does not yet give what text gives (:func:`latents_short`).
 
@@ -25,7 +25,7 @@ from tokdyn.experiment.findings import (
 )
 from tokdyn.models.organism import training as organism
 
-STUDY = "latent-organisms"
+STUDY = "latent-reasoning"
 READ_LEVEL = 0.98  # O1: every seed of `direct` answers `read` at least this well
 READ_SLACK = 1e-9  # a count's share that equals READ_LEVEL in exact arithmetic is at it, whatever its last bit
 ACCURACY_MARGIN = 0.02  # O2a, O2b: a difference of accuracy smaller than this is no difference
@@ -41,8 +41,8 @@ def claims() -> tuple[Finding, Finding, Finding]:
         "Organisms: `direct` reads the image",
         f"An organism trained to answer from the image alone (`direct`) reads it: on `{CONTROL}` (the colour of "
         f"one cell) it answers at least {READ_LEVEL:.0%} of the test questions right in every seed.",
-        "the latent-reasoning study's finding on its Flax organism (every seed at 1.000), asked again of "
-        "Qwen2.5-VL organisms",
+        "the latent-reasoning study's finding on the package's earlier Flax organism (every seed at 1.000), "
+        "asked again of Qwen2.5-VL organisms",
         f"`direct`'s test accuracy on `{CONTROL}` per seed (at least {MIN_SEEDS}): reproduced when every seed is at "
         f"{READ_LEVEL:g} or above, refuted when the 95% interval over seeds of its mean lies below {READ_LEVEL:g}, "
         "open otherwise.",

@@ -1,7 +1,8 @@
-"""The apply protocol (tokdyn.models.latent.model.ApplyFn / Outputs) and its check
+"""The apply protocol (tokdyn.models.protocol.ApplyFn / Outputs) and its check
 (tokdyn.diagnostics.protocol.check_apply): a researcher's own pure-JAX model with the documented
 shapes runs every diagnostic end to end; a model of another layout, a position out of range, a
-missing argument each get a named error before anything compiles; the library's own model passes."""
+missing argument each get a named error before anything compiles; the library's Qwen2.5-VL adapter
+passes with every keyword."""
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +12,7 @@ import pytest
 from conftest import jax_compilations
 from tokdyn.diagnostics import dmlr, grounding, protocol
 from tokdyn.diagnostics import mediation
-from tokdyn.models.latent import model as latent_model
-from tokdyn.data import grid_tasks as tasks
+from tokdyn.models import protocol as model_protocol
 
 COMPILE = "/jax/core/compile/backend_compile_duration"
 
@@ -83,7 +83,7 @@ class Toy:
             attn = attn.mean(2)  # (B, N, T, T)
         if self.layout == "tuple":
             return logits, hidden, attn, latents
-        return latent_model.Outputs(logits, hidden, attn, latents)
+        return model_protocol.Outputs(logits, hidden, attn, latents)
 
 
 class NoDrop(Toy):
@@ -104,10 +104,10 @@ def toy():
 
 
 def test_apply_fn_is_a_documented_protocol():
-    """The protocol is a type with every output's shape in one docstring, imported by the model and
-    the diagnostics alike; a plain function with its signature is one."""
-    assert protocol.Outputs is latent_model.Outputs and protocol.ApplyFn is latent_model.ApplyFn
-    doc = " ".join(latent_model.Outputs.__doc__.split())
+    """The protocol is a type with every output's shape in one docstring, defined in the models' layer and
+    imported by the diagnostics; a plain function with its signature is one."""
+    assert protocol.Outputs is model_protocol.Outputs and protocol.ApplyFn is model_protocol.ApplyFn
+    doc = " ".join(model_protocol.Outputs.__doc__.split())
     for text in (
         "logits: (B, T, V)",
         "hidden: (B, n_layers + 1, T, D)",
@@ -116,8 +116,9 @@ def test_apply_fn_is_a_documented_protocol():
         "latents: (B, L, D)",
     ):
         assert text in doc, text
-    assert latent_model.Outputs._fields == ("logits", "hidden", "attention", "latents")
-    assert "intervene" in latent_model.ApplyFn.__doc__ and "drop" in latent_model.ApplyFn.__doc__
+    assert model_protocol.Outputs._fields == ("logits", "hidden", "attention", "latents")
+    doc = model_protocol.ApplyFn.__doc__
+    assert "intervene" in doc and "drop" in doc and "inject" in doc
 
 
 @pytest.mark.full
@@ -392,26 +393,40 @@ def test_the_check_traces_a_model_once_per_shape(toy):
     assert len(calls) == 4
 
 
-@pytest.mark.parametrize("mode", ["feedback", "pause", "none"])
-def test_the_librarys_model_implements_the_protocol(mode):
-    """Model.apply against its documented layout, abstractly (no compile): every keyword."""
-    task = tasks.Config(grid_size=3, n_colours=3, families=("read", "gravity"))
-    cfg = latent_model.Config(
-        task=task, width=16, depth=2, heads=2, latent_mode=mode, n_latents=0 if mode == "none" else 2
-    )
-    model = latent_model.Model(cfg)
-    params = jax.eval_shape(model.init, jax.random.key(0))
-    batch = jax.eval_shape(lambda k: tasks.generate(k, 8, task), jax.random.key(1))
-    uses = ("intervene", "drop", ("inject",)) + (("latents", ("latents", "inject")) if mode == "feedback" else ())
+@pytest.mark.parametrize("block", [True, False], ids=["latent-block", "no-block"])
+def test_the_librarys_model_implements_the_protocol(block):
+    """The Qwen2.5-VL adapter (tokdyn.models.qwen2_5_vl.adapter.make_apply, on the tiny checkpoint's
+    configuration) against its documented layout, abstractly (no compile): every keyword, with a latent
+    block of 3 slots and without one (no latents)."""
+    pytest.importorskip("safetensors")
+    from pathlib import Path
+
+    from tokdyn.models import qwen2_5_vl
+    from tokdyn.models.qwen2_5_vl import adapter as qa
+
+    fixture = Path(__file__).parent / "fixtures" / "qwen2_5_vl_tiny"
+    model = qwen2_5_vl.load(fixture, dtype="float32")
+    cfg, grid = model.config, np.array([[1, 4, 6]])  # 6 image tokens
+    start, end, fill = (100, 101, 102) if block else (None, None, None)
+    row = qa.prompt([1, 5, 118, *[cfg.image_token_id] * 6, 119, 40], [41, 42, 9], 3 if block else 0, start, end, fill)
+    ids = np.stack([row, row, row])
+    lay = qa.layout(cfg, ids, start, end)
+    assert len(lay.latents) == (3 if block else 0) and len(lay.image) == 6
+    pixels = np.zeros((3, int(grid.prod()), cfg.vision.patch_dim), np.float32)
+    spec = lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype)  # noqa: E731
+    params = jax.tree.map(spec, model.params)
+    batch = jax.tree.map(spec, qa.make_batch(cfg, ids, pixels, grid))
+    apply = qa.make_apply(cfg, grid, lay)
+    uses = ("intervene", "drop", ("inject",)) + (("latents", ("latents", "inject")) if block else ())
     with jax_compilations() as events:
-        dims = protocol.check_apply(model.apply, params, batch, uses=uses, n_inject=task.n_patches)
+        dims = protocol.check_apply(apply, params, batch, uses=uses, n_inject=len(lay.image))
     assert COMPILE not in events
     assert dims == protocol.Dims(
-        batch=8,
-        length=model.layout.length,
-        vocab=task.vocab.size,
-        layers=2,
-        heads=2,
-        width=16,
-        latents=cfg.n_latents if mode == "feedback" else 0,
+        batch=3,
+        length=lay.length,
+        vocab=cfg.text.vocab_size,
+        layers=cfg.text.num_hidden_layers,
+        heads=cfg.text.num_attention_heads,
+        width=cfg.text.hidden_size,
+        latents=len(lay.latents),
     )

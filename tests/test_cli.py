@@ -99,42 +99,69 @@ def test_a_nested_option_shows_and_keeps_its_enclosing_default():
     assert _parse(["--grid-size", "7"], Outer) == Outer(Inner(grid_size=7))
 
 
-def test_latent_reasoning_training_options_keep_their_spelling_and_defaults(capsys):
-    """The latent reasoner's budget and schedule (its config's nested ``train``) keep the options
-    they had before they were nested: --steps, --steps-per-call and --warmup, with the study's
-    defaults; the rest of the schedule is new (--decay, --final-fraction, --clip-norm)."""
-    from tokdyn.studies import latent_reasoning
+def test_latent_organisms_nested_options_keep_their_spelling_and_defaults(capsys):
+    """The organisms' training (the study's nested ``training: organism.Config``, which nests its schedule
+    ``train`` and its ``tasks``, which nest the grid ``task``) is flattened to plain options at every depth:
+    --steps, --warmup, --layers, --n-latents, --order, --grid-size, ..., each with the study's default, not the
+    nested class's own; given values land at their depth, the rest keep the study's (or the preset's) defaults;
+    the study's own --train/--no-train stays a bool beside the nested ``train``."""
+    from tokdyn.models.organism import training as organism
+    from tokdyn.studies import latent_organisms
     from tokdyn.train import optim
 
-    argv = ["study", "latent-reasoning"]
+    study = latent_organisms.Config().training
+    own = organism.Config()  # the nested class's defaults, which the study's replace
+    assert (study.train.steps, study.layers, study.batch_size) != (own.train.steps, own.layers, own.batch_size)
+    assert study.tasks.order != own.tasks.order
+    argv = ["study", "latent-organisms"]
     parser = cli.build_parser(argv)
     with pytest.raises(SystemExit):
         parser.parse_args(argv + ["--help"])
     text = " ".join(capsys.readouterr().out.split())
     for option, default in (
-        ("--steps", "3000"),
-        ("--steps-per-call", "100"),
-        ("--warmup", "200"),
-        ("--decay", "cosine"),
-        ("--final-fraction", "0.05"),
-        ("--clip-norm", "1.0"),
+        ("--steps", study.train.steps),
+        ("--steps-per-call", study.train.steps_per_call),
+        ("--warmup", study.train.warmup),
+        ("--decay", study.train.decay),
+        ("--final-fraction", study.train.final_fraction),
+        ("--clip-norm", study.train.clip_norm),
+        ("--layers", study.layers),
+        ("--batch-size", study.batch_size),
+        ("--n-latents", study.n_latents),
+        ("--n-options", study.tasks.n_options),
+        ("--order", study.tasks.order),
+        ("--grid-size", study.tasks.task.grid_size),
     ):
-        assert re.search(rf"{option} [A-Z]+ [^(]*(\([^d][^)]*\)[^(]*)*\(default: {re.escape(default)}\)", text), option
+        pattern = rf"{option} [A-Z]+ [^(]*(\([^d][^)]*\)[^(]*)*\(default: {re.escape(str(default))}\)"
+        assert re.search(pattern, text), option
+    assert "--train, --no-train" in text
     args = parser.parse_args(
-        argv + ["--steps", "60", "--steps-per-call", "20", "--warmup", "0", "--decay", "constant", "--clip-norm", "0.5"]
+        argv
+        + ["--steps", "60", "--steps-per-call", "20", "--warmup", "0", "--decay", "constant", "--clip-norm", "0.5"]
+        + ["--n-latents", "2", "--grid-size", "3", "--n-colours", "3", "--order", "shuffled", "--n-options", "3"]
     )
-    cfg = cli.config_from_args(latent_reasoning.Config, args)
+    cfg = cli.config_from_args(latent_organisms.Config, args)
     assert cfg.training.train == optim.Config(
-        steps=60, steps_per_call=20, warmup=0, decay="constant", final_fraction=0.05, clip_norm=0.5
+        steps=60,
+        steps_per_call=20,
+        warmup=0,
+        decay="constant",
+        final_fraction=study.train.final_fraction,
+        clip_norm=0.5,
     )
-    assert cfg.train is True and cfg.training.n_latents == latent_reasoning.Config().training.n_latents
+    assert cfg.training.n_latents == 2 and cfg.training.tasks.n_options == 3 and cfg.training.tasks.order == "shuffled"
+    assert cfg.training.tasks.task == dataclasses.replace(study.tasks.task, grid_size=3, n_colours=3)
+    assert cfg.train is True and cfg.training.layers == study.layers and cfg.training.n_train == study.n_train
+    off = cli.config_from_args(latent_organisms.Config, parser.parse_args(argv + ["--no-train"]))
+    assert off.train is False and off.training == study
     quick = cli.config_from_args(
-        latent_reasoning.Config, parser.parse_args(argv + ["--warmup", "7"]), latent_reasoning.Config.quick()
+        latent_organisms.Config, parser.parse_args(argv + ["--warmup", "7"]), latent_organisms.Config.quick()
     )
-    assert quick.training.train == dataclasses.replace(latent_reasoning.Config.quick().training.train, warmup=7)
+    preset = latent_organisms.Config.quick().training
+    assert quick.training == dataclasses.replace(preset, train=dataclasses.replace(preset.train, warmup=7))
     with pytest.raises(ValueError, match="train.steps must be a multiple of steps_per_call=20"):
         cli.config_from_args(
-            latent_reasoning.Config, parser.parse_args(argv + ["--steps", "50", "--steps-per-call", "20"])
+            latent_organisms.Config, parser.parse_args(argv + ["--steps", "50", "--steps-per-call", "20"])
         )
 
 

@@ -16,7 +16,6 @@ from scipy import stats as sps
 
 import tokdyn.diagnostics
 from tokdyn.diagnostics import dmlr, mediation, outputs, protocol, summaries
-from tokdyn.models.latent import model as latent_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARK = "<!-- tests/test_docs.py runs this block -->"
@@ -36,8 +35,8 @@ def test_outputs_lives_in_the_models_layer_and_keeps_its_names():
     # defined where the models implement the protocol (no import up the layers), re-exported above
     from tokdyn.models import protocol as model_protocol
 
-    assert latent_model.Outputs is outputs.Outputs is protocol.Outputs is tokdyn.diagnostics.Outputs
-    assert outputs.Outputs is model_protocol.Outputs and latent_model.ApplyFn is model_protocol.ApplyFn
+    assert outputs.Outputs is protocol.Outputs is tokdyn.diagnostics.Outputs
+    assert outputs.Outputs is model_protocol.Outputs and protocol.ApplyFn is model_protocol.ApplyFn
     assert outputs.Outputs.__module__ == "tokdyn.models.protocol"
     assert outputs.Outputs._fields == ("logits", "hidden", "attention", "latents")
 

@@ -3,7 +3,7 @@ tiny transformer (plain JAX) whose ``apply`` returns the documented fields is ac
 ``hidden`` has the right shape but holds block outputs and the final LayerNorm state where the input
 embeddings belong is refused naming ``hidden`` and the embeddings (eagerly and inside ``jit``); one
 whose ``hidden`` lacks the embeddings' entry is blamed on ``hidden``, not ``attention``. The probe
-runs once per model and shapes; the library's own reasoner passes it."""
+runs once per model and shapes; the library's Qwen2.5-VL adapter passes it."""
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +12,7 @@ import pytest
 
 from tokdyn.diagnostics import protocol
 from tokdyn.diagnostics import mediation
-from tokdyn.models.latent import model as latent_model
-from tokdyn.data import grid_tasks as tasks
+from tokdyn.models.protocol import Outputs
 
 
 def _layer_norm(x):
@@ -79,7 +78,7 @@ class Transformer:
             "blocks": states,
             "blocks_and_embeddings_before_intervene": [given] + states,
         }[self.hidden]
-        return latent_model.Outputs(final @ params["out"], jnp.stack(entries, 1), jnp.stack(attns, 1), latents)
+        return Outputs(final @ params["out"], jnp.stack(entries, 1), jnp.stack(attns, 1), latents)
 
 
 def _setup(hidden="embeddings", n=16):
@@ -206,16 +205,38 @@ def test_a_model_that_does_not_take_intervene_is_named_for_the_diagnostics_that_
 
 
 @pytest.mark.full
-@pytest.mark.parametrize("mode", ["feedback", "none"])
-def test_the_librarys_reasoner_passes_the_probe(mode):
-    task = tasks.Config(grid_size=3, n_colours=3, families=("read", "gravity"))
-    cfg = latent_model.Config(
-        task=task, width=16, depth=2, heads=2, latent_mode=mode, n_latents=0 if mode == "none" else 2
-    )
-    model = latent_model.Model(cfg)
-    five = tasks.generate(jax.random.key(1), 5, task)  # one compilation of the generator: 4 of them, then 5
-    params, batch = model.init(jax.random.key(0)), jax.tree.map(lambda a: a[:4], five)
-    dims = protocol.check_apply(model.apply, params, batch, uses=("intervene",), reads_hidden=True)
-    assert dims.layers == 2 and dims.length == model.layout.length
+@pytest.mark.parametrize("block", [True, False], ids=["latent-block", "no-block"])
+def test_the_librarys_adapter_passes_the_probe(block):
+    """The Qwen2.5-VL adapter (tokdyn.models.qwen2_5_vl.adapter.make_apply) on the tiny checkpoint, with a
+    latent block and without one: its hidden[:, 0] holds the input embeddings, on its weights and inside jit (on
+    stand-ins), and the same adapter with a block's output in that place is refused both ways."""
+    pytest.importorskip("safetensors")
+    from pathlib import Path
+
+    from tokdyn.models import qwen2_5_vl
+    from tokdyn.models.qwen2_5_vl import adapter as qa
+
+    model = qwen2_5_vl.load(Path(__file__).parent / "fixtures" / "qwen2_5_vl_tiny", dtype="float32")
+    cfg, grid = model.config, np.array([[1, 4, 4]])  # 4 image tokens
+    start, end, fill = (100, 101, 102) if block else (None, None, None)
+    row = qa.prompt([1, 5, 118, *[cfg.image_token_id] * 4, 119, 40], [41, 42, 9], 2 if block else 0, start, end, fill)
+    ids = np.stack([row] * 5)
+    pixels = np.random.default_rng(0).standard_normal((5, int(grid.prod()), cfg.vision.patch_dim)).astype(np.float32)
+    lay = qa.layout(cfg, ids, start, end)
+    apply = qa.make_apply(cfg, grid, lay)
+    five = qa.make_batch(cfg, ids, pixels, grid)
+    batch = jax.tree.map(lambda a: a[:4], five)
+    dims = protocol.check_apply(apply, model.params, batch, uses=("intervene",), reads_hidden=True)
+    assert dims.layers == 2 and dims.length == lay.length and dims.latents == len(lay.latents)
     # new shapes: probed again, on stand-ins inside jit
-    jax.jit(lambda p, b: protocol.check_apply(model.apply, p, b, reads_hidden=True).batch)(params, five)
+    jax.jit(lambda p, b: protocol.check_apply(apply, p, b, reads_hidden=True).batch)(model.params, five)
+
+    def shifted(p, b, **kw):  # the first block's output where the embeddings belong: the probe refuses it
+        out = apply(p, b, **kw)
+        return out._replace(hidden=out.hidden.at[:, 0].set(out.hidden[:, 1]))
+
+    match = r"hidden must hold the input embeddings at hidden\[:, 0\]"
+    with pytest.raises(ValueError, match=match):
+        protocol.check_apply(shifted, model.params, batch, reads_hidden=True)
+    with pytest.raises(ValueError, match=match):
+        jax.jit(lambda p, b: protocol.check_apply(shifted, p, b, reads_hidden=True).batch)(model.params, five)

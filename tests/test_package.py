@@ -62,7 +62,7 @@ def test_the_walk_finds_the_modules():
         "tokdyn.reproduce",
         "tokdyn.fused",
         "tokdyn.models.savi",
-        "tokdyn.models.latent.model",
+        "tokdyn.models.organism.training",
         "tokdyn.studies.video",
     ):
         assert name in names

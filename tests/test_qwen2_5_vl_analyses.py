@@ -171,7 +171,7 @@ def test_grounding_equals_two_forward_passes_per_noise(setup):
 
 
 # DMLR's search compiled (about 6 s on a loaded 2-core machine): the default run has the grounding score and
-# test_latent_dmlr's checks of dmlr.optimise on the tiny reasoner
+# test_dmlr's checks of dmlr.optimise on a protocol Toy
 @pytest.mark.full
 def test_optimise_records_the_model_confidence(setup):
     """DMLR over instances and seeds: the starting and best rewards and answers equal DMLR's confidence and

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from tokdyn import train
-from tokdyn.models.latent.evaluation import plateau_change
 
 BUDGET, PER = 5000, 50
 STEPS = np.arange(1, BUDGET // PER + 1) * PER  # (100,) the steps of the calls
@@ -34,6 +33,21 @@ def plateau_then_rise(plateau_end, rise_end=None, level=0.5, top=0.9, plateau_st
 def falling_loss(rate=1 / 2000):
     """A training loss that keeps falling: by ~15% every 300 steps."""
     return 2.0 * np.exp(-S * rate * 1.1)
+
+
+def plateau_change(steps, values, window=0.2):
+    """The former rule's measure (the latent-reasoning study's): how much ``values`` still move over the last
+    ``window`` of the steps, the least-squares slope over the points with step >= (1 - window) * last step
+    times the window's length; NaN with fewer than 3 points in the window."""
+    steps, values = np.asarray(steps, np.float64), np.asarray(values, np.float64)
+    if steps.size == 0:
+        return float("nan")
+    start = (1.0 - window) * steps[-1]
+    sel = steps >= start
+    if sel.sum() < 3:
+        return float("nan")
+    slope = np.polyfit(steps[sel], values[sel], 1)[0]
+    return float(slope * (steps[-1] - start))
 
 
 def old_window_rule(scores, tolerance=0.01, window=0.2):

@@ -99,21 +99,21 @@ def test_a_nested_option_shows_and_keeps_its_enclosing_default():
     assert _parse(["--grid-size", "7"], Outer) == Outer(Inner(grid_size=7))
 
 
-def test_latent_organisms_nested_options_keep_their_spelling_and_defaults(capsys):
+def test_latent_reasoning_nested_options_keep_their_spelling_and_defaults(capsys):
     """The organisms' training (the study's nested ``training: organism.Config``, which nests its schedule
     ``train`` and its ``tasks``, which nest the grid ``task``) is flattened to plain options at every depth:
     --steps, --warmup, --layers, --n-latents, --order, --grid-size, ..., each with the study's default, not the
     nested class's own; given values land at their depth, the rest keep the study's (or the preset's) defaults;
     the study's own --train/--no-train stays a bool beside the nested ``train``."""
     from tokdyn.models.organism import training as organism
-    from tokdyn.studies import latent_organisms
+    from tokdyn.studies import latent_reasoning
     from tokdyn.train import optim
 
-    study = latent_organisms.Config().training
+    study = latent_reasoning.Config().training
     own = organism.Config()  # the nested class's defaults, which the study's replace
     assert (study.train.steps, study.layers, study.batch_size) != (own.train.steps, own.layers, own.batch_size)
     assert study.tasks.order != own.tasks.order
-    argv = ["study", "latent-organisms"]
+    argv = ["study", "latent-reasoning"]
     parser = cli.build_parser(argv)
     with pytest.raises(SystemExit):
         parser.parse_args(argv + ["--help"])
@@ -140,7 +140,7 @@ def test_latent_organisms_nested_options_keep_their_spelling_and_defaults(capsys
         + ["--steps", "60", "--steps-per-call", "20", "--warmup", "0", "--decay", "constant", "--clip-norm", "0.5"]
         + ["--n-latents", "2", "--grid-size", "3", "--n-colours", "3", "--order", "shuffled", "--n-options", "3"]
     )
-    cfg = cli.config_from_args(latent_organisms.Config, args)
+    cfg = cli.config_from_args(latent_reasoning.Config, args)
     assert cfg.training.train == optim.Config(
         steps=60,
         steps_per_call=20,
@@ -152,16 +152,16 @@ def test_latent_organisms_nested_options_keep_their_spelling_and_defaults(capsys
     assert cfg.training.n_latents == 2 and cfg.training.tasks.n_options == 3 and cfg.training.tasks.order == "shuffled"
     assert cfg.training.tasks.task == dataclasses.replace(study.tasks.task, grid_size=3, n_colours=3)
     assert cfg.train is True and cfg.training.layers == study.layers and cfg.training.n_train == study.n_train
-    off = cli.config_from_args(latent_organisms.Config, parser.parse_args(argv + ["--no-train"]))
+    off = cli.config_from_args(latent_reasoning.Config, parser.parse_args(argv + ["--no-train"]))
     assert off.train is False and off.training == study
     quick = cli.config_from_args(
-        latent_organisms.Config, parser.parse_args(argv + ["--warmup", "7"]), latent_organisms.Config.quick()
+        latent_reasoning.Config, parser.parse_args(argv + ["--warmup", "7"]), latent_reasoning.Config.quick()
     )
-    preset = latent_organisms.Config.quick().training
+    preset = latent_reasoning.Config.quick().training
     assert quick.training == dataclasses.replace(preset, train=dataclasses.replace(preset.train, warmup=7))
     with pytest.raises(ValueError, match="train.steps must be a multiple of steps_per_call=20"):
         cli.config_from_args(
-            latent_organisms.Config, parser.parse_args(argv + ["--steps", "50", "--steps-per-call", "20"])
+            latent_reasoning.Config, parser.parse_args(argv + ["--steps", "50", "--steps-per-call", "20"])
         )
 
 

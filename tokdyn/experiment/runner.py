@@ -114,8 +114,7 @@ class Spec:
       store: what the study keeps for the studies that read its directory
         (``reads`` of :class:`tokdyn.experiment.registry.Entry`), as a value they reach by name
         (:func:`tokdyn.experiment.analysis.source_store`) instead of importing the study: the
-        latent-reasoning study's trained reasoners
-        (:class:`tokdyn.studies.latent_reasoning.source.Reasoners`); None: nothing.
+        latent-reasoning study's trained organisms (its ``STORE``); None: nothing.
     """
 
     name: str

@@ -59,6 +59,8 @@ _MOVED = {
 def __getattr__(name):
     if name in __all__:
         return importlib.import_module(f"tokdyn.models.{name}")
+    if name == "latent":  # the removed Flax reasoner's package, kept for its one deprecated name (its tasks)
+        return importlib.import_module("tokdyn.models.latent")
     if name in _MOVED:  # deprecated: the module's new home, loaded on use (never at import)
         from tokdyn._deprecations import notice
 

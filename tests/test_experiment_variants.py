@@ -275,6 +275,8 @@ def test_tested_is_the_best_state_or_the_final_one():
     assert state is res.best_state and step is res.best_step
     state, step = variants.tested(res, "final", 2)
     assert state is res.state and step.tolist() == [120, 120]
+    with pytest.raises(ValueError, match="which must be 'best' or 'final', got 'last'"):
+        variants.tested(res, "last", 2)
 
 
 # ------------------------------------------------------------------------------- write_tested and collect
@@ -516,3 +518,6 @@ def test_plot_curves_draws_each_seed_and_their_mean(tmp_path, monkeypatch):
         for (gx, gy, gw), (wx, wy, ww) in zip(lines, want):
             assert gx == wx and gw == ww, (fam, gx, wx, gw, ww)
             np.testing.assert_allclose(gy, wy, err_msg=fam)
+    drawn.clear()  # no family but the pooled one: one panel, a single Axes
+    assert variants.plot_curves(out, ["a", "b"], []) == path
+    assert [ax.get_title() for ax in drawn[0].axes if ax.get_title()] == ["all"]

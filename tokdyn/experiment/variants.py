@@ -222,7 +222,7 @@ def plot_curves(out: str, names: Sequence[str], families: Sequence[str]) -> Opti
         return None
     panels = list(families) + ["all"]
     fig = figures.figure((3.2 * len(panels), 3.4))
-    axes = fig.subplots(1, len(panels), sharey=True)
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))  # one panel: one Axes, not a list
     for i, (name, c) in enumerate(curves.items()):
         seeds, steps = np.asarray(c["seed"], int), np.asarray(c["step"])
         for ax, fam in zip(axes, panels):
@@ -249,7 +249,10 @@ def plot_curves(out: str, names: Sequence[str], families: Sequence[str]) -> Opti
 
 def tested(res: train.Result, which: str, seeds: int):
     """``(state, step)`` of a finished training ``res`` that answers the test questions: its best state and the
-    step of each seed's best (``which="best"``) or its last state and step (``"final"``)."""
+    step of each seed's best (``which="best"``) or its last state and step (``"final"``); ``ValueError`` naming
+    ``which`` for another value."""
+    if which not in ("best", "final"):
+        raise ValueError(f"which must be 'best' or 'final', got {which!r}")
     if which == "best":
         return res.best_state, res.best_step
     return res.state, np.full(seeds, int(np.asarray(res.state.step)[0]))

@@ -164,7 +164,7 @@ class TorchOrganism:
         self.image_token = self.model.config.image_token_id
         self.ids = torch.from_numpy(np.array(pool.ids, np.int64))
         self.mask = torch.from_numpy(np.array(pool.mask, np.int64))
-        self.pixels = torch.from_numpy(np.array(organism.pixel_rows(pool.image), np.float32)).to(
+        self.pixels = torch.from_numpy(np.array(organism.pixel_rows(organism.images(cfg, pool)), np.float32)).to(
             dtype
         )  # (N, patches, patch_dim)
         self.answer = torch.from_numpy(np.array(pool.answer, np.int64))  # (N, 2)

@@ -221,7 +221,7 @@ def test_every_seed_trains_in_one_program_and_a_saved_organism_loads_back(traine
     _, test = T.data(CFG)
     gen = model.generate(
         np.asarray(test.ids[:2]),
-        np.asarray(T.pixel_rows(test.image[:2])),
+        np.asarray(T.pixel_rows(T.images(CFG, test, slice(0, 2)))),
         np.array([T.layout(CFG, "latent", 0, test).grid]),
         np.asarray(test.mask[:2]),
         max_new_tokens=CFG.n_latents + 4,
@@ -274,7 +274,7 @@ def test_transformers_runs_a_trained_organism_in_latent_mode_as_tokdyn_does(trai
     model = qwen2_5_vl.load(path, dtype="float32")
     got = model.generate(
         np.asarray(test.ids[:2]),
-        np.asarray(T.pixel_rows(test.image[:2])),
+        np.asarray(T.pixel_rows(T.images(CFG, test, slice(0, 2)))),
         np.repeat(grid, 2, 0),
         np.asarray(test.mask[:2]),
         max_new_tokens=steps,
@@ -284,7 +284,7 @@ def test_transformers_runs_a_trained_organism_in_latent_mode_as_tokdyn_does(trai
     )
     for r in range(2):
         ids = np.asarray(test.ids[r])[np.asarray(test.mask[r])].astype(np.int64)
-        tokens, blocks, _ = loop.run(ids, np.array(T.pixel_rows(test.image[r])), grid, steps, force=True)
+        tokens, blocks, _ = loop.run(ids, np.array(T.pixel_rows(T.images(CFG, test, r))), grid, steps, force=True)
         np.testing.assert_array_equal(np.asarray(got.tokens[r]), tokens)
         want = np.asarray(blocks[0], np.float64)
         err = np.abs(np.asarray(got.latents[r, 0], np.float64) - want).max()

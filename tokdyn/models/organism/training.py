@@ -380,6 +380,12 @@ def pixel_rows(images) -> jax.Array:
     return x.reshape(*lead, gh * gw, c * frames * patch * patch)
 
 
+def images(cfg: Config, pool: Pool, index=None) -> jax.Array:
+    """(n, S, S, 3) uint8 the images of ``pool``'s instances ``index`` (every instance when None), drawn from
+    their grids as a training batch draws them (:func:`tokdyn.models.organism.tasks.render`; traceable)."""
+    return tasks_lib.render(pool.grid if index is None else pool.grid[index], cfg.tasks)
+
+
 def make_pool(cfg: Config, key, n: int, *, chunk: int = 512) -> Pool:
     """``n`` instances drawn from ``key`` as a :class:`Pool` (host work: the prompts through the chat template and
     the tokenizer, ``chunk`` instances at a time, so that at most ``chunk`` rendered images are held at once; the
@@ -476,7 +482,7 @@ def batch_of(cfg: Config, recipe: str | Variant, stage: int, pool: Pool, index) 
     _, dropped, _ = stages(cfg, recipe)[stage]
     take = lambda a: a[index]  # noqa: E731
     b = index.shape[0]
-    image = tasks_lib.render(take(pool.grid), cfg.tasks) if v.use_image else pool.blank
+    image = images(cfg, pool, index) if v.use_image else pool.blank
     pixels = pixel_rows(jnp.broadcast_to(image, (b,) + pool.blank.shape))
     answer = take(pool.answer)
     if v.caption:
@@ -669,6 +675,7 @@ __all__ = [
     "option_of",
     "models",
     "pixel_rows",
+    "images",
     "recipe_name",
     "save",
     "seed_keys",

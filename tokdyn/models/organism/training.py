@@ -319,7 +319,8 @@ class Pool:
       grid: (N, G, G) int8 the images' cell values; helper_grid: (N, G, G) the helper images'; blank: (H, W, 3)
         uint8 a black image. A batch's images are drawn from the grids in its program
         (:func:`tokdyn.models.organism.tasks.render`, then :func:`pixel_rows`): a pool holds a byte a cell, not
-        the 1,000-odd bytes of a cell's pixels, so a pool of a million instances fits in memory.
+        the 2,352 bytes of a 28 x 28 cell's pixels (an instance's prompt, its ids, mask and positions, is the
+        most of what it holds).
       caption: (N, K) the caption's ids, right-padded with ``<|endoftext|>``; caption_len: (N,).
       answer: (N, 2) the answer's letter and ``<|im_end|>``.
       letter: (N,) the answer's option index; family: (N,) the task family's index.

@@ -218,6 +218,42 @@ def test_a_source_without_organisms_to_diagnose_exits_2_before_any_work(source, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("tamper", ["changed", "missing", "added"])
+def test_an_organism_changed_since_it_was_saved_exits_2_before_any_work(tamper, tmp_path, capsys):
+    """A source whose record commits each organism's files (results/latent.json's organisms_sha256, as the
+    latent-reasoning study writes it): read as saved, it passes the check; a file changed, removed or added in
+    one organism is refused, naming the organism and the file."""
+    from tokdyn.studies import latent_reasoning as lo
+    from tokdyn.train import store
+
+    src = write_source(tmp_path / "src", organisms={"latent": ["a", "b", "c"]})
+    digests = []
+    for seed in range(3):
+        where = lo.organism_dir(src, "latent", seed)
+        __import__("os").makedirs(where)
+        for name, text in (("config.json", "{}"), ("model.safetensors", f"weights {seed}")):
+            with open(f"{where}/{name}", "w") as f:
+                f.write(text)
+        digests.append(lo.organism_digests(where))
+    __import__("os").makedirs(f"{src}/results")
+    store.write_result(store.paths(src, "latent")["result"], {"variant": "latent", "organisms_sha256": digests})
+    lo.verify_organisms(src, ["latent"])  # as saved: passes
+    where, file = lo.organism_dir(src, "latent", 1), "model.safetensors"
+    if tamper == "changed":
+        with open(f"{where}/{file}", "w") as f:
+            f.write("weights 2")  # another seed's weights, for instance
+    elif tamper == "missing":
+        __import__("os").remove(f"{where}/{file}")
+    else:
+        file = "extra.safetensors"
+        with open(f"{where}/{file}", "w") as f:
+            f.write("more weights")
+    code = cli.main(["study", "latent-diagnostics", "--source", src, "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'latent' seed 1" in err and file in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.full
 def test_the_organisms_of_a_micro_run_are_diagnosed_and_reduced(tmp_path):
     pytest.importorskip("tokenizers")

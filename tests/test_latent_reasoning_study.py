@@ -97,6 +97,9 @@ def test_a_micro_run_tables_its_kept_answers_and_saves_each_organism(micro):
         organism.answers(MICRO.training, "latent", stacked, data.test), store.read_answers(out, "latent")
     )
     assert int(res["tested_step"][0]) > 0
+    # the result commits each organism's files as saved (what latent-diagnostics checks before reading them)
+    assert res["organisms_sha256"] == [lo.organism_digests(lo.organism_dir(out, "latent", s)) for s in range(2)]
+    assert set(res["organisms_sha256"][0]) >= {"config.json", "model.safetensors", "latent_mode.json"}
     mode = json.loads(open(f"{lo.organism_dir(out, 'latent', 0)}/latent_mode.json").read())
     assert mode["size"] == MICRO.training.n_latents
 
@@ -118,6 +121,29 @@ def test_the_recipes_are_tested_against_direct_as_scipy_tests_them(tmp_path):
         assert tests["p"][row][0] == pytest.approx(sps.ttest_rel(a, b).pvalue, rel=1e-9)
     assert not os.path.exists(lo.organism_dir(out, "direct", 0) + "/latent_mode.json")
     assert os.path.exists(lo.organism_dir(out, "direct", 1) + "/config.json")
+
+
+@pytest.mark.full
+def test_an_organism_changed_after_saving_is_refused_and_saved_again_from_its_checkpoint(micro, tmp_path):
+    """What the refusal of a changed organism advises works: without its result the recipe is tested again from
+    its training checkpoint (no step trained) and its organisms saved again, as they were."""
+    import shutil
+
+    out = str(tmp_path / "copy")
+    shutil.copytree(micro, out)
+    where = lo.organism_dir(out, "latent", 0)
+    with open(f"{where}/model.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(lo.study_dir.Refused, match="'latent' seed 0"):
+        lo.verify_organisms(out, ["latent"])
+    os.remove(store.paths(out, "latent")["result"])
+    assert lo.main(MICRO, out, quiet=True, plots=False)
+    lo.verify_organisms(out, ["latent"])
+    assert (
+        open(f"{where}/model.safetensors", "rb").read()
+        == open(lo.organism_dir(micro, "latent", 0) + "/model.safetensors", "rb").read()
+    )
 
 
 @pytest.mark.full

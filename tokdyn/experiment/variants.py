@@ -259,12 +259,23 @@ def tested(res: train.Result, which: str, seeds: int):
 
 
 def write_tested(
-    out: str, name: str, res: train.Result, rows: dict, conv: dict, answers, accuracy: dict, *, which: str, budget: int
+    out: str,
+    name: str,
+    res: train.Result,
+    rows: dict,
+    conv: dict,
+    answers,
+    accuracy: dict,
+    *,
+    which: str,
+    budget: int,
+    extra: Optional[dict] = None,
 ) -> None:
     """Commit variant ``name``'s test to the store ``out``: its curve ``rows``, its ``answers`` (with a copy of
     the curve and the steps trained, ``conv["steps"]``) and its result (:func:`converged`'s ``conv``, the
-    ``accuracy`` per family, the tested state's steps, the non-finite steps, the digests), the result last: it
-    commits the others (:mod:`tokdyn.train.store`)."""
+    ``accuracy`` per family, the tested state's steps, the non-finite steps, the digests, and ``extra``'s
+    entries: what the caller commits with them), the result last: it commits the others
+    (:mod:`tokdyn.train.store`)."""
     p = store.paths(out, name)
     _, tested_step = tested(res, which, len(conv["converged"]))
     io.write_csv(p["curve"], rows)  # the rows of exactly the steps trained (a resume may have dropped some)
@@ -287,6 +298,7 @@ def write_tested(
             "skipped_steps": np.asarray(res.state.skipped),
             "answers_sha256": store.answers_digest(answers),
             **store.checkpoint_record(p["checkpoint"]),
+            **(extra or {}),
         },
     )
 

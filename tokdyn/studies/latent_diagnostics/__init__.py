@@ -140,9 +140,11 @@ def organisms():
 
 def read_source(cfg: Config) -> dict:
     """The source's record, checked to hold a latent-reasoning study with organisms of the chosen recipes
-    (without ``recipes``, of a recipe that feeds latents back); :class:`~tokdyn.experiment.study.Refused` naming
-    what is missing."""
-    return organisms().open_source(cfg.source, cfg.recipes)
+    (without ``recipes``, of a recipe that feeds latents back), each organism's files as they were saved;
+    :class:`~tokdyn.experiment.study.Refused` naming what is missing or changed."""
+    record = organisms().open_source(cfg.source, cfg.recipes)
+    organisms().verify(cfg.source, recipes(cfg, record))
+    return record
 
 
 def recipes(cfg: Config, record: dict) -> list:

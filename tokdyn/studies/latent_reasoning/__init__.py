@@ -270,11 +270,54 @@ def write_tested(cfg: Config, name: str, out: str, res: train.Result, rows: dict
     state, _ = variants.tested(res, cfg.tested, tc.seeds)
     answers = organism.answers(tc, name, state.params, data.test)
     acc = evaluation.accuracy(answers, data.test)
+    digests = []
     if cfg.save_organisms:
         for s in range(tc.seeds):
-            organism.save(organism_dir(out, name, s), tc, name, jax.tree_util.tree_map(lambda x: x[s], state.params))
+            where = organism_dir(out, name, s)
+            organism.save(where, tc, name, jax.tree_util.tree_map(lambda x: x[s], state.params))
+            digests.append(organism_digests(where))
     conv = convergence(cfg, name, rows)
-    variants.write_tested(out, name, res, rows, conv, answers, acc, which=cfg.tested, budget=tc.train.steps)
+    variants.write_tested(
+        out,
+        name,
+        res,
+        rows,
+        conv,
+        answers,
+        acc,
+        which=cfg.tested,
+        budget=tc.train.steps,
+        extra={"organisms_sha256": digests},
+    )
+
+
+def organism_digests(directory: str) -> dict:
+    """``{file: SHA-256}`` of every file of the organism checkpoint ``directory``."""
+    return {f: io.file_sha256(os.path.join(directory, f)) for f in sorted(os.listdir(directory))}
+
+
+def verify_organisms(source: str, recipes) -> None:
+    """Check every saved organism of ``recipes`` in the latent-reasoning directory ``source`` against the
+    SHA-256 of its files recorded when it was saved (in ``results/RECIPE.json``, whose own checksum commits
+    them): :class:`~tokdyn.experiment.study.Refused` naming the organism and the file that is missing, added or
+    changed. A directory written before the digests were recorded (no ``organisms_sha256``) is read as it is."""
+    for name in recipes:
+        path = store.paths(source, name)["result"]
+        try:
+            recorded = store.read_result(path).get("organisms_sha256")
+        except (OSError, io.CorruptFile) as e:
+            raise study_dir.Refused(f"source={source!r}: the result of {name!r} cannot be read ({e})") from None
+        for seed, files in enumerate(recorded or ()):
+            where = organism_dir(source, name, seed)
+            have = organism_digests(where) if os.path.isdir(where) else {}
+            changed = sorted(f for f in set(files) | set(have) if files.get(f) != have.get(f))
+            if changed:
+                raise study_dir.Refused(
+                    f"source={source!r}: the organism {name!r} seed {seed} ({where}) differs from what was saved "
+                    f"(files missing, added or changed: {', '.join(changed)}): restore it, or remove "
+                    f"results/{name}.json and the study (`tokdyn study {STUDY} --out {source}`) tests and saves "
+                    "it again from its training checkpoint"
+                )
 
 
 def run_variant(cfg: Config, name: str, out: str, data: organism.Splits, *, deadline=None, progress=None) -> bool:
@@ -388,12 +431,14 @@ class Organisms:
 
     Attributes:
       open_source: :func:`open_source`.
+      verify: :func:`verify_organisms`.
       saved: :func:`saved_recipes`.
       training: :func:`recorded_training`.
       path: :func:`organism_dir` (where each seed is saved, under the directory as it lies now).
     """
 
     open_source: object = open_source
+    verify: object = verify_organisms
     saved: object = saved_recipes
     training: object = recorded_training
     path: object = organism_dir

@@ -81,6 +81,36 @@ def test_the_training_pass_is_generation_with_the_block_forced(setup):
     np.testing.assert_array_equal(np.argmax(lp, -1), np.asarray(batch.tail))  # greedy: each its most likely
 
 
+def test_the_pause_block_is_its_tokens_teacher_forced(setup):
+    """The markers-only block (``feed="pause"``) is the sequence start, L pads, end, tail read as plain tokens:
+    its tail logits and the start marker's equal a block-free pass with those tokens as the tail, within
+    float32 rounding of two programs."""
+    import dataclasses
+
+    lay, batch, model = setup["lay"], setup["batch"], setup["model"]
+    start, end, pad = (int(t) for t in batch.markers)
+    b = batch.tail.shape[0]
+    marked = np.concatenate([np.tile([start] + [pad] * SIZE + [end], (b, 1)), np.asarray(batch.tail)], axis=1).astype(
+        np.int32
+    )
+    plain = dataclasses.replace(
+        batch,
+        tail=jnp.asarray(marked),
+        tail_weight=jnp.ones(marked.shape, jnp.float32),
+        is_answer=jnp.ones(marked.shape, bool),
+    )
+    fwd = jax.jit(training.forward, static_argnums=0)
+    paused = fwd(dataclasses.replace(lay, feed="pause"), model.params, batch)
+    ref = fwd(dataclasses.replace(lay, n_latents=0, tail=TAIL + SIZE + 2), model.params, plain)
+    want = np.asarray(ref.logits, np.float64)  # want[:, i + 1]: the logits after tail token i
+    scale = np.abs(want).max()
+    got = np.asarray(paused.logits, np.float64)
+    assert np.abs(got - want[:, SIZE + 2 :]).max() <= 1e-4 * scale
+    assert np.abs(np.asarray(paused.opening, np.float64) - want[:, 0]).max() <= 1e-4 * scale
+    fill = np.asarray(lay.fam.model.embed_tokens(lay.cfg, model.params, pad))  # each slot: the pad's embedding
+    np.testing.assert_array_equal(np.asarray(paused.latents), np.broadcast_to(fill, paused.latents.shape))
+
+
 # compiles the backward pass twice (about 45 s on two cores): the default run holds the forward pass to
 # generation (test_the_training_pass_is_generation_with_the_block_forced), the losses to their closed forms,
 # and a training run through tokdyn.train to a lower loss (tests/test_organism_training.py)

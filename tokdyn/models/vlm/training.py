@@ -11,7 +11,7 @@ A training sequence, per row (every row of one layout, :class:`Layout`)::
   the step before computed (``feed="norm"``, the same rule as latent-mode generation,
   :mod:`tokdyn.models.vlm.generation`), a short ``lax.scan`` of cached steps, so the gradient flows through
   every fed-back state (``feed="pause"``: the pad token's embedding at each slot, no feedback: the markers-only
-  baseline); then the end marker;
+  baseline, whose markers, pads and tail are known tokens read in one chunk); then the end marker;
 - the tail is teacher-forced in one chunk: its logits predict each tail token from the one before (the first
   from the end marker, or from the prompt's last token without a block); with fed-back latents the prompt's
   last token predicts the start marker (the model learns to open its block itself).
@@ -169,15 +169,27 @@ def forward(lay: Layout, params, batch: Batch) -> Forward:
     last = h[:, -1]  # the prompt's last state
     latents = jnp.zeros((b, 0, x.shape[-1]), x.dtype)
     first = t
-    if n_lat:
+    if n_lat and lay.feed == "pause":
+        # nothing is fed back: the markers, the pads and the tail are known tokens, read in one chunk
+        fill = fam.embed_tokens(cfg, params, pad)
+        tokens = jnp.concatenate([start[None], jnp.broadcast_to(pad, (n_lat,)), end[None]])
+        inputs = jnp.concatenate(
+            [
+                jnp.broadcast_to(fam.embed_tokens(cfg, params, tokens), (b, n_lat + 2, x.shape[-1])),
+                fam.embed_tokens(cfg, params, batch.tail[:, :-1]),
+            ],
+            axis=1,
+        )
+        h, _ = run(inputs.astype(x.dtype), first, cache)
+        latents = jnp.broadcast_to(fill.astype(x.dtype), (b, n_lat, x.shape[-1]))
+        preds = h[:, n_lat + 1 :]  # the end marker's state onward
+    elif n_lat:
         h, cache = run(jnp.broadcast_to(fam.embed_tokens(cfg, params, start), (b, 1, x.shape[-1])), first, cache)
         first += 1
-        fill = fam.embed_tokens(cfg, params, pad)
 
         def step(carry, i):
             h_prev, cache = carry
-            fed = fam.final_norm(cfg, params, h_prev) if lay.feed == "norm" else jnp.broadcast_to(fill, h_prev.shape)
-            fed = fed.astype(x.dtype)
+            fed = fam.final_norm(cfg, params, h_prev).astype(x.dtype)
             h, cache = run(fed[:, None], first, cache, i=i)
             return (h[:, 0], cache), fed
 

@@ -175,3 +175,12 @@ def test_the_quick_preset_says_so_and_validates():
     q = lo.Config.quick().validate()
     assert q.preset == "quick" and q.training.train.steps < lo.Config().training.train.steps
     assert dataclasses.replace(lo.Config(), variants=tuple(organism.VARIANTS)).validate()
+
+
+def test_the_estimate_prices_every_recipe_by_its_measured_step():
+    """Every recipe has its step's cost (a new recipe without one fails here, not in a user's estimate), and the
+    estimate's training work is direct's times the recipes' summed costs."""
+    assert set(lo.RECIPE_COST) == set(organism.VARIANTS)
+    one = lo.Config(variants=("direct",)).estimate().work["training"]
+    four = lo.Config(variants=("direct", "text", "latent", "pause")).estimate().work["training"]
+    assert four == pytest.approx(one * sum(lo.RECIPE_COST[n] for n in ("direct", "text", "latent", "pause")))

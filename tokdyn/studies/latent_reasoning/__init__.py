@@ -49,17 +49,32 @@ SELECTION = ("variants", "train", "max_minutes", "preset")  # fields that choose
 REFERENCES = ("direct", "text")  # every recipe is tested against these
 FAMILIES = ("read", "gravity", "path")  # the control and two that imagination helps
 BASELINE_LABELS = {"chance": "chance (each family's most frequent letter)"}
-# The time estimate: the models' training FLOPs at FLOPS plus STEP_SECONDS a step for what does not grow with
-# the model (dispatch, evaluation, checkpoints), on the reference CPU (a 2-core x86_64), scaled by this machine's
-# training and host rates (tokdyn.experiment.rates). FLOPS is an effective rate (the FLOP count is a rough upper
-# bound), set from one default-sized run: `direct`, 1 seed in batches of 96, 8,000 steps in 5,658 s on one core
-# of the 2-core VM (benchmarks/runs/cpu-2026-11-28-latent-organisms-direct-b96-73eb1dd/), 2.2e10 FLOP/s at the
-# training rate its one host device probes there (0.98x the reference). The first value, 5e10, was fitted on
-# single-family runs in batches of 32 while the command made two host devices on that one core (the probe then
-# read 0.54x): it projected the default's three families in batches of 96 at about half their time.
-FLOPS = 2.2e10
+# The time estimate: a `direct` step's training FLOPs at FLOPS, times the recipe's RECIPE_COST, plus STEP_SECONDS a
+# step for what does not grow with the model (dispatch, checkpoints) and COMPILE_SECONDS a recipe, on the reference
+# CPU (a 2-core x86_64), scaled by this machine's training and host rates (tokdyn.experiment.rates). FLOPS is an
+# effective rate (the FLOP count is a rough upper bound), set from the default run's `direct` (3 seeds in turn,
+# batches of 96, 4,000 steps in 4,543 s on one core of the 2-core VM while the other trained `text`, evaluations
+# included: benchmarks/runs/cpu-2026-11-29-latent-organisms-default-5e5dd2b/) at the training rate the probe
+# cached there read (2.21x the reference). RECIPE_COST is each recipe's training step over `direct`'s at the
+# default organism (benchmarks/runs/cpu-2026-11-29-organism-recipes-965ead2/: bench_organism_recipes.py, 10 steps,
+# medians of 3): a caption or a block of fed-back latents makes the step longer, pads read in one chunk hardly do.
+# With these the default run's `text` and `latent` are projected 4% and 10% under their times there (`pause` was
+# trained before its block was read in one chunk). COMPILE_SECONDS: a recipe's training program took 39-49 s to
+# compile there (its first call less its steady time; 73-92 s at the reference's host rate), its evaluation more.
+FLOPS = 1.34e10
 STEP_SECONDS = 0.02
-COMPILE_SECONDS = 60.0  # a recipe's programs (its training chunk, initial state, answers), at the host rate
+COMPILE_SECONDS = 90.0
+RECIPE_COST = {
+    "direct": 1.00,
+    "no_image": 0.91,
+    "text": 1.30,
+    "latent": 1.20,
+    "latent_mirage": 1.19,
+    "latent_lvr": 1.24,
+    "latent_monet": 1.19,
+    "pause": 1.01,
+    "coconut": 1.36,
+}
 
 
 def default_training() -> organism.Config:
@@ -210,8 +225,9 @@ class Config:
 
     def estimate(self) -> study_dir.Estimate:
         """What training asks of the machine, from the sizes alone: the pools (prompts and grids), the
-        models' training states, one step's activations; the time at :data:`FLOPS`, :data:`STEP_SECONDS` and
-        :data:`COMPILE_SECONDS` (rough: set from one default-sized run)."""
+        models' training states, one step's activations; the time at :data:`FLOPS`, each recipe's
+        :data:`RECIPE_COST`, :data:`STEP_SECONDS` and :data:`COMPILE_SECONDS` (rough: set from the default
+        run's ``direct`` and a benchmark of one step per recipe)."""
         tc = self.training
         prompt = tc.tasks.image_tokens + 80  # a prompt's tokens, about
         cells = tc.tasks.task.grid_size**2
@@ -230,8 +246,9 @@ class Config:
             "batch_size": tc.seeds * tc.batch_size * layers * 4 * (tokens * d * 14 + 2 * tc.heads * tokens**2),
         }
         option = max(sizes, key=sizes.get)
-        steps = sum(tc.train.steps for _ in self.variants)
-        flops = 6.0 * params * tc.batch_size * tokens * tc.seeds * steps
+        steps = tc.train.steps * len(self.variants)
+        direct = 6.0 * params * tc.batch_size * (prompt + 2) * tc.seeds * tc.train.steps  # prompt, letter, end
+        flops = direct * sum(RECIPE_COST[n] for n in self.variants)
         return study_dir.Estimate(
             memory=sizes[option],
             option=option,

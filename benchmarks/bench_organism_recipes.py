@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import time
 
 import jax
 import numpy as np
+
+from common import report
 
 from tokdyn import train
 from tokdyn.models.organism import training as organism
@@ -77,14 +78,7 @@ def main():
     for n in names:
         ratio = f"{med[n] / base:.2f}" if base else ""
         lines.append(f"| {n} | {med[n]:.2f} | {med[n] / args.steps:.3f} | {ratio} | {first[n]:.1f} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "table.md"), "w") as f:
-            f.write(text + "\n")
-        with open(os.path.join(args.out, "rows.json"), "w") as f:
-            json.dump(dict(args=vars(args), times=times, first=first, median=med), f, indent=2)
+    report("\n".join(lines), args.out, dict(args=vars(args), times=times, first=first, median=med))
 
 
 if __name__ == "__main__":

@@ -18,13 +18,14 @@ and backend, the dtype and the load average, and writes the table to ``--out``. 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 
 import jax
 import numpy as np
+
+from common import report
 
 from tokdyn import train
 from tokdyn.models.organism import training as organism
@@ -123,14 +124,7 @@ def main():
     for name in med:
         if name != "loop":
             lines.append(f"{name} / loop: {med['loop'] / med[name]:.2f}x")
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "table.md"), "w") as f:
-            f.write(text + "\n")
-        with open(os.path.join(args.out, "rows.json"), "w") as f:
-            json.dump(dict(args=vars(args), times=times, first=first, rows=rows), f, indent=2)
+    report("\n".join(lines), args.out, dict(args=vars(args), times=times, first=first, rows=rows))
 
 
 if __name__ == "__main__":

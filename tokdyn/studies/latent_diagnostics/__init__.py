@@ -54,11 +54,13 @@ SELECTION = ("preset",)
 # The time estimate's calls: seconds of the analyses of one default-sized organism at Config.n_instances' default,
 # on the reference CPU (tokdyn.experiment.rates; scaled by this machine's training rate). vlm-diagnostics' own
 # estimate, made for checkpoints whose time is their floating-point work, counts about a tenth of it for these
-# small models, whose generation loops are dispatch-bound: three `latent` organisms of the default size took
-# 591, 542 and 564 s each on one core of the 2-core VM, the last two with every program compiled, while the
-# training probe there read 0.54x the reference (benchmarks/runs/cpu-2026-11-28-organism-diagnostics-L4-0aad75b/
-# diagnostics/organisms/latent/seed_*/config.json): about 300 s at the reference.
-ORGANISM_SECONDS = 300.0
+# small models, whose generation loops are dispatch-bound. The default run's three `latent` organisms took 201-246 s
+# each on one core of the 2-core VM (the first compiling every program), where the training probe cached then read
+# 2.21x the reference (benchmarks/runs/cpu-2026-11-29-latent-diagnostics-default-5e5dd2b/diag/organisms/latent/
+# seed_*/config.json): about 470 s at the reference. (Three less-trained organisms took 542-564 s each there on
+# 2026-11-28, when the probe read 0.54x: about 300 s. The probe's reading moves with the machine's load more than
+# the analyses' time does.)
+ORGANISM_SECONDS = 470.0
 TABLE = "organisms.csv"
 COLUMNS = ("recipe", "seed", "family", "measure", "kind", "level", "value", "n")
 

@@ -58,8 +58,8 @@ BASELINE_LABELS = {"chance": "chance (each family's most frequent letter)"}
 # cached there read (2.21x the reference). RECIPE_COST is each recipe's training step over `direct`'s at the
 # default organism (benchmarks/runs/cpu-2026-11-29-organism-recipes-965ead2/: bench_organism_recipes.py, 10 steps,
 # medians of 3): a caption or a block of fed-back latents makes the step longer, pads read in one chunk hardly do.
-# With these the default run's `text` and `latent` are projected 4% and 10% under their times there (`pause` was
-# trained before its block was read in one chunk). COMPILE_SECONDS: a recipe's training program took 39-49 s to
+# With these the default run's `text` and `latent` are projected 3% and 9% under their times there (5,940 and
+# 5,490 s against 6,123 and about 6,020; `pause` was trained before its block was read in one chunk). COMPILE_SECONDS: a recipe's training program took 39-49 s to
 # compile there (its first call less its steady time; 73-92 s at the reference's host rate), its evaluation more.
 FLOPS = 1.34e10
 STEP_SECONDS = 0.02

@@ -222,6 +222,21 @@ def test_curve_logger_drops_the_rows_a_resume_redoes(tmp_path):
     np.testing.assert_allclose(io.read_csv(path)["loss"], [1.0, 2.0, 8.0, 18.0])
 
 
+def test_curve_logger_keeps_every_column_as_long_as_the_steps_when_a_stage_logs_more_or_less(tmp_path):
+    """A curriculum's later stage logs a part the first did not (coconut's start marker once latents come in):
+    the rows before it read NaN there, and a column a call lacks reads NaN on its rows."""
+    path = str(tmp_path / "a.csv")
+    rows = {}
+    stop = variants.curve_logger(path, rows, 2, 10, lambda r: {"converged": [False, False]})
+    stop(10, None, {"loss": np.array([[1.0, 0.0, 0.0], [2.0, 0.0, 0.0]])})
+    stop(20, None, {"loss": np.array([[1.0, 3.0, 0], [2.0, 4.0, 0]]), "start_ce": np.array([[0, 5.0, 0], [0, 6.0, 0]])})
+    stop(30, None, {"start_ce": np.array([[0, 5.0, 7.0], [0, 6.0, 8.0]])})
+    written = io.read_csv(path)
+    np.testing.assert_array_equal(written["step"], [10, 10, 20, 20, 30, 30])
+    np.testing.assert_allclose(written["loss"], [1.0, 2.0, 3.0, 4.0, np.nan, np.nan])
+    np.testing.assert_allclose(written["start_ce"], [np.nan, np.nan, 5.0, 6.0, 7.0, 8.0])
+
+
 def test_curve_logger_judged_by_converged_stops_where_every_seed_first_converges(tmp_path):
     rule = train.Patience(**RULE, loss_delta=0.05)
     flat, learning = CURVES["flattened"], CURVES["overfitting"]

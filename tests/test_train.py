@@ -379,6 +379,24 @@ def test_curriculum_runs_its_stages_in_order():
         train.Curriculum(((10, s1), (20, s2)))
 
 
+def test_a_stage_that_logs_more_gives_a_curve_nan_before_it_in_both_runners():
+    """coconut's later stages log the start marker's loss, its caption stage does not: one column, NaN where the
+    stage did not log it, from make_train as from train_many."""
+    data = toy_data()
+    cfg = train.Config(steps=40, steps_per_call=10, warmup=5)
+    more = lambda params, b, key, hp: (lambda t, logs: (t, {**logs, "extra": 2.0 * t}))(*loss(params, b, key, hp))
+    stage = lambda f: train.Trainer(cfg, init=init, loss=f, batch=batch)
+    cur = train.Curriculum(((20, stage(loss)), (20, stage(more))))
+    keys, hp = keys_and_hparams(seeds=2, lrs=(0.1,))
+    _, one = jax.jit(train.make_train(cur))(keys[0], jax.tree_util.tree_map(lambda v: v[0], hp), data)
+    many = train.train_many(cur, data, keys, hp).curves
+    for curves in (one, {k: v[0] for k, v in many.items()}):
+        assert {"accuracy", "loss", "extra"} <= set(curves), sorted(curves)
+        assert np.all(np.isnan(curves["extra"][:2])) and np.all(np.isfinite(curves["extra"][2:])), curves["extra"]
+        np.testing.assert_allclose(curves["extra"][2:], 2.0 * np.asarray(curves["loss"][2:]), rtol=1e-5)
+    np.testing.assert_allclose(one["extra"][2:], many["extra"][0, 2:], rtol=2e-5)
+
+
 def test_bad_arguments_are_refused_before_any_work():
     data, tr = toy_data(), toy_trainer()
     keys, hp = keys_and_hparams(seeds=2)

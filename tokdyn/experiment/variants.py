@@ -59,19 +59,24 @@ def converged(rule: train.Patience, budget: int, seeds: int, curve: dict, *, aft
 def curve_logger(path: str, rows: dict, seeds: int, steps_per_call: int, judge: Callable[[dict], dict]):
     """The ``stop(step, state, curves)`` of :class:`tokdyn.train.Evaluation` that appends each call's logs and
     held-out scores to the curve ``rows`` (dropping rows a resume redoes), writes them to ``path`` and stops
-    once every seed has converged (``judge(rows)["converged"]``, e.g. :func:`converged`)."""
+    once every seed has converged (``judge(rows)["converged"]``, e.g. :func:`converged`). A column a later
+    call brings (a curriculum stage that logs more) is NaN on the rows before it, one a call lacks is NaN
+    on that call's rows: every column has a value on every row."""
 
     def stop(step, state, curves) -> bool:
         logs = {k: v[:, step // steps_per_call - 1] for k, v in curves.items()}  # this call's logs and scores
         keep = [i for i, s in enumerate(rows.get("step", [])) if s < step]  # drop rows a resume redoes
         for k in rows:
             rows[k] = [rows[k][i] for i in keep]
+        before = len(rows.get("step", []))
         for s in range(seeds):
             cols = [("step", step), ("seed", s)]
             cols += [(k, float(v[s])) for k, v in sorted(logs.items()) if not k.startswith("val_")]
             cols += [(k, float(v[s])) for k, v in logs.items() if k.startswith("val_")]
             for k, v in cols:
-                rows.setdefault(k, []).append(v)
+                rows.setdefault(k, [np.nan] * before).append(v)
+        for k in rows:  # a column this call did not log
+            rows[k] += [np.nan] * (before + seeds - len(rows[k]))
         io.write_csv(path, rows)
         return bool(np.all(judge(rows)["converged"]))
 

@@ -52,7 +52,8 @@ def make_train(trainer) -> Callable:
     """The pure ``train(key, hparams, data) -> (state, curves)`` of one model: every stage of
     ``trainer`` (a :class:`~tokdyn.train.Trainer` or :class:`~tokdyn.train.Curriculum`), each
     a ``lax.scan`` over calls of :func:`make_chunk`. ``curves``: dict name -> (calls,) means over
-    each call. Traceable: jit it, vmap it over keys and hyper-parameters."""
+    each call; a column a stage does not log is NaN over its calls. Traceable: jit it, vmap it
+    over keys and hyper-parameters."""
     stages = stages_of(trainer)
     first = stages[0][1]
 
@@ -66,7 +67,11 @@ def make_train(trainer) -> Callable:
                 lambda s, _: chunk(s, data, run_key), state, None, length=n // tr.config.steps_per_call
             )
             curves.append(logs)
-        return state, jax.tree_util.tree_map(lambda *c: jnp.concatenate(c), *curves)
+        names = sorted({k for logs in curves for k in logs})
+        return state, {
+            k: jnp.concatenate([c[k] if k in c else jnp.full(len(next(iter(c.values()))), jnp.nan) for c in curves])
+            for k in names
+        }
 
     return train
 

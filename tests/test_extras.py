@@ -305,3 +305,20 @@ def test_a_missing_package_of_an_extra_is_named_with_its_install_command(monkeyp
         tokdyn_extras.load("google_crc32c", "reading a TFRecord")
     with pytest.raises(ValueError, match="extra='model' is not one of tokdyn's extras"):
         tokdyn_extras.missing("model")
+
+
+@pytest.mark.parametrize("study", ["latent-reasoning", "latent-diagnostics"])
+def test_a_study_that_needs_an_extra_exits_2_naming_it_before_any_work(tmp_path, capsys, monkeypatch, study):
+    """The organisms' studies need the ``models`` extra whatever their flags (their pages say so): without it,
+    one line naming the package and its install command, exit 2, nothing written."""
+    from tokdyn import cli
+
+    with open(os.path.join(ROOT, "docs", "studies", f"{study}.md"), encoding="utf-8") as f:
+        assert "**Install:** the `models` extra" in f.read()
+    monkeypatch.setitem(sys.modules, "tokenizers", None)  # as if the extra were not installed
+    code = cli.main(["study", study, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert f"tokdyn study {study}" in line and "needs the package 'tokenizers' of the 'models' extra" in line, line
+    assert 'pip install -e ".[models]"' in line and not (tmp_path / "out").exists()

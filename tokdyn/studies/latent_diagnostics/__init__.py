@@ -28,7 +28,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from tokdyn import _checks, io
+from tokdyn import _checks, extras, io
 from tokdyn.experiment import findings as experiment_findings
 from tokdyn.diagnostics import vlm
 from tokdyn.experiment import analysis, loading, runner
@@ -278,7 +278,11 @@ def read_organism(path: str) -> tuple:
 
 
 def check(session: runner.Session, cfg: Config) -> None:
-    """The configuration's checks, and ``out`` apart from the source (``--fresh`` would remove it)."""
+    """The ``models`` extra's packages, the configuration's checks, and ``out`` apart from the source
+    (``--fresh`` would remove it)."""
+    extras.require(
+        "models", "tokdyn study latent-diagnostics (the organisms' tokenizer, chat template and checkpoints)"
+    )
     cfg.validate()
     analysis.check_apart(session.out, cfg.source)
 

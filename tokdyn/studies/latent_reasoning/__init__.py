@@ -25,7 +25,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from tokdyn import _checks, io, train
+from tokdyn import _checks, extras, io, train
 from tokdyn.experiment import runner, variants
 from tokdyn.experiment.findings import gate, judge, summary_lines
 from tokdyn.experiment import study as study_dir
@@ -468,7 +468,9 @@ STORE = Organisms()
 
 
 def check(session: runner.Session, cfg: Config) -> None:
-    """The configuration's checks, and (``--no-train``) that ``out`` holds a study to report on."""
+    """The ``models`` extra's packages, the configuration's checks, and (``--no-train``) that ``out`` holds a
+    study to report on."""
+    extras.require("models", "tokdyn study latent-reasoning (the organisms' tokenizer, chat template and checkpoints)")
     cfg.validate()
     out = session.out
     if not cfg.train and (session.fresh or not os.path.isdir(out) or study_dir.read_stamp(out) is None):

@@ -29,7 +29,7 @@ from tokdyn.studies import latent_reasoning as lo  # noqa: E402
 from tokdyn.train import optim, store  # noqa: E402
 
 MICRO = lo.Config(
-    variants=("latent",),
+    variants=("latent", "coconut"),  # coconut: 2 calls, its caption stage then its last (latents) stage
     patience=0.5,
     min_fraction=0.5,
     min_delta=0.5,
@@ -43,6 +43,7 @@ MICRO = lo.Config(
         vision_depth=1,
         vision_width=16,
         n_latents=2,
+        curriculum_stages=1,
         train=optim.Config(steps=4, steps_per_call=2, warmup=0, decay="constant", clip_norm=1.0),
         batch_size=4,
         n_train=16,
@@ -53,7 +54,7 @@ MICRO = lo.Config(
 )
 
 
-# The micro run trains a Qwen2.5-VL recipe (about 20 CPU-s of compiles on the 2-core VM), so it runs in the full
+# The micro run trains two Qwen2.5-VL recipes (about 50 s of compiles on the 2-core VM), so it runs in the full
 # tier; the default tier covers its parts: the answers it tables (test_organism_training's
 # test_answers_are_the_teacher_forced_letters_scored_per_family), the training pass and its losses
 # (test_vlm_training), the tables, stop rule and paired tests over a store (experiment.variants: its own tests),
@@ -102,13 +103,17 @@ def test_a_micro_run_tables_its_kept_answers_and_saves_each_organism(micro):
     assert set(res["organisms_sha256"][0]) >= {"config.json", "model.safetensors", "latent_mode.json"}
     mode = json.loads(open(f"{lo.organism_dir(out, 'latent', 0)}/latent_mode.json").read())
     assert mode["size"] == MICRO.training.n_latents
+    # a curriculum's curve: the start marker's loss, logged once latents come in, NaN on the caption stage's rows
+    curve = io.read_csv(f"{out}/curves/coconut.csv")
+    assert list(curve["step"]) == [2, 2, 4, 4], curve["step"]
+    assert np.isnan(curve["start_ce"][:2]).all() and np.isfinite(curve["start_ce"][2:]).all(), curve["start_ce"]
 
 
 @pytest.mark.full
 def test_the_recipes_are_tested_against_direct_as_scipy_tests_them(tmp_path):
     """Two recipes: tests.csv's paired t-test of latent against direct on the per-instance accuracy (the mean
     over seeds) is SciPy's; direct, which feeds no latents back, is saved without a latent mode. The default
-    tier's micro run trains latent alone (the tables of kept answers, the checkpoints)."""
+    tier's micro run trains latent and coconut (the tables of kept answers, the checkpoints, a curriculum's curve)."""
     cfg = dataclasses.replace(MICRO, variants=("direct", "latent"))
     out = str(tmp_path / "out")
     assert lo.main(cfg, out, quiet=True, plots=False)

@@ -266,7 +266,7 @@ def test_the_organisms_of_a_micro_run_are_diagnosed_and_reduced(tmp_path):
     from tokdyn.studies import latent_reasoning as lo
 
     src = str(tmp_path / "src")
-    cfg = dataclasses.replace(MICRO, training=dataclasses.replace(MICRO.training, seeds=3))
+    cfg = dataclasses.replace(MICRO, variants=("latent",), training=dataclasses.replace(MICRO.training, seeds=3))
     assert lo.main(cfg, src, quiet=True, plots=False)
     out = str(tmp_path / "diag")
     assert od.main(od.Config(source=src, n_instances=4, batch_size=4), out, quiet=True, plots=False)

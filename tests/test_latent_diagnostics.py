@@ -175,6 +175,9 @@ def test_the_findings_take_each_recipes_strongest_effect_over_seeds():
         ("coconut", "injection", "refuted"),
     ]
     assert o5.verdict == "refuted"
+    ran = runner.Result({}, data=dict(table={k: list(v) for k, v in dmlr.items()}, out="no-record-here"))
+    row = "| latent | all | 3 | – | – | – | – | – | -0.015 (-0.02 to -0.01) |"  # a signed range reads as one
+    assert row in od.summary(od.Config(source="x"), ran)
     two = organisms_table({("latent", "flip", "swap", ""): [0.3, 0.4]})
     assert odf.mediation_findings(two)[1].verdict == "open"  # too few seeds
     # the study's summary ends with the same verdicts, judged on its run's table (open in the quick preset)

@@ -368,7 +368,7 @@ def summary(cfg: Config, r: runner.Result) -> str:
         v = v[np.isfinite(v)]
         if not v.size:
             return "–"
-        return f"{v.mean():.3f}" + (f" ({v.min():.2f}-{v.max():.2f})" if v.size > 1 else "")
+        return f"{v.mean():.3f}" + (f" ({v.min():.2f} to {v.max():.2f})" if v.size > 1 else "")  # signed values
 
     for name in dict.fromkeys(recipe.tolist()):
         for fam in dict.fromkeys(family[recipe == name].tolist()):
@@ -386,7 +386,7 @@ def summary(cfg: Config, r: runner.Result) -> str:
             lines.append(f"| {name} | {fam} | {len(set(seed[base].tolist()))} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Means over seeds (min-max). Block gain: the accuracy with the latent block minus with none; markers' share:"
+        "Means over seeds (min to max). Block gain: the accuracy with the latent block minus with none; markers' share:"
         " the markers alone's part of that gain (where it is positive); flip: the share of answers an intervention "
         "on the latents changes; shift: the latents' cosine distance from the clean run's under a perturbed image; "
         "DMLR change: the accuracy after the confidence-driven optimisation of the latents (with its visual "
